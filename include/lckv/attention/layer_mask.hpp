@@ -1,0 +1,61 @@
+#pragma once
+/// \file layer_mask.hpp
+/// The mask each layer uses, as a runtime value (MaskSpec), and the one place
+/// where that runtime value becomes a compile-time attention policy.
+
+#include <string>
+#include <utility>
+
+#include "lckv/attention/mask.hpp"
+#include "lckv/core/error.hpp"
+#include "lckv/plan/layer_plan.hpp"
+
+namespace lckv {
+
+/// Model-level attention options (config.json: sliding_window, force_nodiag;
+/// `sink` > 0 turns every windowed layer into StreamingLLM sink + window).
+struct AttentionOptions {
+  int sliding_window = 4096;
+  int sink = 0;
+  bool force_nodiag = false;
+};
+
+/// A layer's mask as data.
+struct MaskSpec {
+  bool no_diagonal = false;
+  int window = 0;  ///< 0: no sliding window
+  int sink = 0;    ///< with window > 0: positions [0, sink) always visible
+  std::string name() const {
+    std::string s = no_diagonal ? "no-diagonal" : "causal";
+    if (window > 0) s += (sink > 0 ? "+sink" + std::to_string(sink) : std::string()) + "+window" + std::to_string(window);
+    return s;
+  }
+  friend constexpr bool operator==(const MaskSpec&, const MaskSpec&) = default;
+};
+
+/// The mask of layer `l` under `plan` and `options` (DESIGN.md §3).
+inline MaskSpec layer_mask(const LayerPlan& plan, int l, const AttentionOptions& options) {
+  MaskSpec m;
+  m.no_diagonal = plan.attends_top(l) || options.force_nodiag;
+  if (plan.sliding(l)) {
+    if (options.sliding_window < 1)
+      throw InvalidArgument("sliding_window = " + std::to_string(options.sliding_window) + ", expected >= 1");
+    m.window = options.sliding_window;
+    m.sink = options.sink;
+  }
+  return m;
+}
+
+/// Calls `f(policy)` with the attention policy type matching `m`.
+template <class F>
+decltype(auto) dispatch_mask(const MaskSpec& m, F&& f) {
+  auto with_base = [&](auto base) -> decltype(auto) {
+    using Base = decltype(base);
+    if (m.window <= 0) return std::forward<F>(f)(base);
+    if (m.sink > 0) return std::forward<F>(f)(mask::SinkWindow<Base>{m.sink, m.window});
+    return std::forward<F>(f)(mask::SlidingWindow<Base>{m.window});
+  };
+  return m.no_diagonal ? with_base(mask::NoDiagonal{}) : with_base(mask::Causal{});
+}
+
+}  // namespace lckv

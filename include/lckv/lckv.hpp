@@ -1,0 +1,27 @@
+#pragma once
+/// \file lckv.hpp
+/// Umbrella header: everything of lckv that needs no GPU and no checkpoint I/O.
+
+#include "lckv/attention/layer_mask.hpp"
+#include "lckv/attention/mask.hpp"
+#include "lckv/cache/cache_concept.hpp"
+#include "lckv/cache/contiguous_cache.hpp"
+#include "lckv/cache/memory.hpp"
+#include "lckv/cache/paged_cache.hpp"
+#include "lckv/cache/ring_cache.hpp"
+#include "lckv/cache/slot_view.hpp"
+#include "lckv/core/buffer.hpp"
+#include "lckv/core/error.hpp"
+#include "lckv/core/random.hpp"
+#include "lckv/cpu/backend.hpp"
+#include "lckv/engine/forward_options.hpp"
+#include "lckv/engine/generator.hpp"
+#include "lckv/engine/sampling.hpp"
+#include "lckv/engine/transformer.hpp"
+#include "lckv/model/config.hpp"
+#include "lckv/model/weights.hpp"
+#include "lckv/plan/iteration_plan.hpp"
+#include "lckv/plan/layer_plan.hpp"
+#include "lckv/plan/selection.hpp"
+#include "lckv/plan/variants.hpp"
+#include "lckv/plan/warmup.hpp"
