@@ -48,6 +48,10 @@ constexpr LayerPlan lckv(int num_layers, Warmup warmup, Selection selection = {}
 /// LCKV with no warm-up layer: every layer attends to the top layer.
 constexpr LayerPlan pure_top(int num_layers) { return lckv(num_layers, warmup::Bottom{0}, select::Top{}); }
 
+/// Sandwich-middle: the condensed block attends to its middle layer, e.g.
+/// L = 22, w = 2: `0_10_10_..._10_21`.
+constexpr LayerPlan middle(int num_layers, int w) { return lckv(num_layers, warmup::Sandwich{w}, select::Middle{}); }
+
 /// Cross-Layer Attention: each group of `group` layers attends to its bottom layer.
 constexpr LayerPlan cla(int num_layers, int group) {
   detail::require(num_layers >= 1 && num_layers <= kMaxLayers, "cla plan: num_layers out of range");

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine, builds everything and runs the test suites
+# (each libFuzzer target briefly, then ctest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+scripts/configure.sh
+cmake --build build -j"$(nproc)"
+if [ -x tests/fuzz/run_fuzz.sh ]; then
+  tests/fuzz/run_fuzz.sh build-fuzz "${LCKV_FUZZ_SECONDS:-15}"
+fi
+ctest --test-dir build --output-on-failure -j"$(nproc)"
