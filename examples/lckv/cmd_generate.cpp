@@ -1,19 +1,31 @@
-// `lckv generate`: generation from a prompt of token ids on the built-in model
-// (random weights, any layer plan), with greedy / temperature / top-k / top-p
-// sampling from a seeded stream.
+// `lckv generate`: generation from a prompt on a checkpoint directory (--model,
+// text through its tokenizer.model or token ids) or on the built-in model (random
+// weights, any layer plan), with greedy / temperature / top-k / top-p sampling
+// from a seeded stream.
 
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "cli_common.hpp"
+#include "lckv/io/checkpoint.hpp"
+#include "lckv/io/tokenizer.hpp"
 
 namespace lckv::cli {
 namespace {
+
+/// The checkpoint's tokenizer when it has one and this build reads them.
+std::optional<Tokenizer> load_tokenizer(const std::optional<LoadedModel>& m) {
+  if (!m || !m->tokenizer_model || !kHaveTokenizer) return std::nullopt;
+  return Tokenizer(*m->tokenizer_model, m->config().shape.vocab_size);
+}
 
 struct GenerateCommand {
   PlanOptions plan;
   std::string shape = "llama-tiny";
   std::string device = "cpu";
   std::string prompt_ids;
+  std::string prompt_text;
+  std::string model_dir;
   std::string prefill = "auto";
   int max_new = 32;
   float temperature = 0.0f;
@@ -27,16 +39,31 @@ struct GenerateCommand {
   void run() const {
     if (device == "cuda")
       throw InvalidArgument("--device cuda: this lckv was built without the CUDA backend (configure with -DLCKV_CUDA=ON)");
-    if (prompt_ids.empty()) throw CLI::ValidationError("--prompt-ids", "is required, e.g. --prompt-ids 1,15043,3186");
-    const ModelShape s = shape_by_name(shape);
-    ModelConfig config = configs::make(s, make_plan(plan, s.num_layers));
-    const HostWeights weights = HostWeights::random(config, weights_seed);
+    if (prompt_ids.empty() == prompt_text.empty())
+      throw CLI::ValidationError("--prompt/--prompt-ids", "give exactly one, e.g. --prompt-ids 1,15043,3186");
+    if (!prompt_text.empty() && model_dir.empty())
+      throw CLI::ValidationError("--prompt", "text needs --model DIR with a tokenizer.model; the built-in model takes --prompt-ids");
+
+    // The model: a checkpoint directory, or the built-in shape with random weights.
+    std::optional<LoadedModel> loaded;
+    std::optional<HostWeights> random;
+    if (!model_dir.empty()) loaded.emplace(load_model_dir(model_dir));
+    else {
+      const ModelShape s = shape_by_name(shape);
+      random.emplace(HostWeights::random(configs::make(s, make_plan(plan, s.num_layers)), weights_seed));
+    }
+    const HostWeights& weights = loaded ? loaded->weights : *random;
+    const ModelConfig& config = weights.config();
+    const std::optional<Tokenizer> tokenizer = load_tokenizer(loaded);
+    if (!prompt_text.empty() && !tokenizer)
+      throw CLI::ValidationError("--prompt", model_dir + " has no tokenizer.model (or lckv was built without SentencePiece); use --prompt-ids");
 
     GenerationRequest request;
-    request.prompt = parse_ids(prompt_ids, "--prompt-ids");
+    request.prompt = prompt_text.empty() ? parse_ids(prompt_ids, "--prompt-ids") : tokenizer->encode(prompt_text);
     request.max_new_tokens = max_new;
     request.sampling = {temperature, top_k, top_p};
     if (eos >= 0) request.eos = eos;
+    else if (loaded && loaded->meta.eos_token_id) request.eos = *loaded->meta.eos_token_id;
     request.seed = seed;
 
     const int length = static_cast<int>(request.prompt.size()) + max_new;
@@ -54,6 +81,7 @@ struct GenerateCommand {
       j["layer_types"] = config.plan.to_string();
       j["prompt_ids"] = request.prompt;
       j["generated_ids"] = result.tokens;
+      if (tokenizer) j["generated_text"] = tokenizer->decode(result.tokens);
       j["stop"] = result.stop == StopReason::Eos ? "eos" : "length";
       j["prefill_mode"] = to_string(result.prefill_mode);
       j["prefill_ms"] = stats.prefill_seconds * 1e3;
@@ -61,8 +89,11 @@ struct GenerateCommand {
       std::printf("%s\n", j.dump(2).c_str());
       return;
     }
-    for (std::size_t i = 0; i < result.tokens.size(); ++i) std::printf(i ? ",%d" : "%d", result.tokens[i]);
-    std::printf("\n");
+    if (tokenizer) std::printf("%s%s\n", prompt_text.c_str(), tokenizer->decode(result.tokens).c_str());
+    else {
+      for (std::size_t i = 0; i < result.tokens.size(); ++i) std::printf(i ? ",%d" : "%d", result.tokens[i]);
+      std::printf("\n");
+    }
     std::fprintf(stderr, "%zu tokens, stopped on %s; prompt computed %s in %.1f ms\n", result.tokens.size(),
                  result.stop == StopReason::Eos ? "EOS" : "length", to_string(result.prefill_mode),
                  stats.prefill_seconds * 1e3);
@@ -74,10 +105,12 @@ struct GenerateCommand {
 void add_generate_command(CLI::App& app) {
   auto state = std::make_shared<GenerateCommand>();
   auto& o = *state;
-  CLI::App* cmd = app.add_subcommand("generate", "generate token ids from a prompt of token ids on the built-in model");
+  CLI::App* cmd = app.add_subcommand("generate", "generate from a prompt on a checkpoint (--model) or the built-in model");
   add_plan_options(*cmd, o.plan);
   cmd->add_option("--shape", o.shape, "built-in model shape")->check(CLI::IsMember(shape_names()));
   cmd->add_option("--device", o.device, "cpu | cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--model", o.model_dir, "checkpoint directory (config.json, *.safetensors, tokenizer.model)");
+  cmd->add_option("--prompt", o.prompt_text, "prompt text (needs --model with a tokenizer.model)");
   cmd->add_option("--prompt-ids", o.prompt_ids, "comma-separated token ids, e.g. 1,15043,3186");
   cmd->add_option("--max-new", o.max_new, "tokens to generate")->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--temperature", o.temperature, "0: greedy")->check(CLI::NonNegativeNumber);
