@@ -143,17 +143,13 @@ TEST_CASE("golden: HF transformers and the LCKV reference, logits within 1e-4 an
     REQUIRE(g.at("format") == "lckv-golden");
     REQUIRE(g.at("format_version").get<int>() == kFormatVersion);
     const SafetensorsFile golden(root / name / "golden.safetensors");
-    // Fixtures of format 1 made before make_golden.py kept RoPE's frequencies in float32 took HF's
-    // logits of half-precision models with bf16/f16-rounded frequencies (an artifact of casting the
-    // model; a real HF load does not round them). Their logits get a looser bound until regenerated.
-    const bool stale_rope = g.at("source") == "hf-transformers" && !g.contains("rope_inv_freq") &&
-                            m.meta.dtype != "float32";
-    if (stale_rope) WARN_MESSAGE(false, name << ": fixture predates float32 RoPE frequencies; regenerate it");
+    // HF keeps RoPE frequencies in float32 whatever the weights' dtype; fixtures say so.
+    if (g.at("source") == "hf-transformers") REQUIRE(g.at("rope_inv_freq") == "float32");
     for (const auto& check : g.at("checks")) {
       const std::string label = check.at("name");
       CAPTURE(label);
-      if (check.at("kind") == "logits") run_logits_check(m, check, golden, stale_rope ? 1e-3 : kRelTol);
-      else run_greedy_check(m, check, golden, stale_rope ? 1e-3 : kRelTol);
+      if (check.at("kind") == "logits") run_logits_check(m, check, golden, kRelTol);
+      else run_greedy_check(m, check, golden, kRelTol);
       ++checks;
     }
   }
