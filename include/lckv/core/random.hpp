@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <utility>
 
 namespace lckv {
 
@@ -24,6 +25,12 @@ public:
   double normal() {
     const double u1 = 1.0 - uniform(), u2 = uniform();
     return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+  }
+  /// Two independent standard normals (both outputs of one Box-Muller draw).
+  std::pair<double, double> normal_pair() {
+    const double u1 = 1.0 - uniform(), u2 = uniform();
+    const double r = std::sqrt(-2.0 * std::log(u1)), a = 6.283185307179586 * u2;
+    return {r * std::cos(a), r * std::sin(a)};
   }
   /// Uniform integer in [0, n).
   std::uint64_t below(std::uint64_t n) { return n ? next_u64() % n : 0; }

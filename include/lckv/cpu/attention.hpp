@@ -12,6 +12,7 @@
 #include "lckv/attention/mask.hpp"
 #include "lckv/core/buffer.hpp"
 #include "lckv/core/rows.hpp"
+#include "lckv/cpu/ops.hpp"
 
 namespace lckv::cpu {
 
@@ -44,7 +45,9 @@ void attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows,
                MatrixView<float> out) {
   const int d = slot.head_dim, group = heads / slot.kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-#pragma omp parallel
+  std::int64_t work = 0;  // multiply-adds: one thread below kMinParallelWork
+  for (int r = 0; r < q.rows; ++r) work += static_cast<std::int64_t>(policy.keys(rows[r].pos).count()) * heads * d;
+#pragma omp parallel if (work >= kMinParallelWork)
   {
     std::vector<float> score;
 #pragma omp for collapse(2) schedule(static)

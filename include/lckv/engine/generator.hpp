@@ -66,6 +66,10 @@ std::vector<GenerationResult> generate(Model& model, Cache& cache, const std::ve
     if (r.max_new_tokens < 1) throw InvalidArgument(where + ": max_new_tokens = " + std::to_string(r.max_new_tokens) + ", expected >= 1");
     if (r.eos && (*r.eos < 0 || *r.eos >= vocab))
       throw InvalidArgument(where + ": eos id " + std::to_string(*r.eos) + " is outside [0, " + std::to_string(vocab) + ")");
+    for (std::size_t t = 0; t < r.prompt.size(); ++t)
+      if (r.prompt[t] < 0 || r.prompt[t] >= vocab)
+        throw InvalidArgument(where + ": prompt token " + std::to_string(t) + " has id " + std::to_string(r.prompt[t]) +
+                              ", expected an id in [0, " + std::to_string(vocab) + ")");
     const long need = static_cast<long>(r.prompt.size()) + r.max_new_tokens - 1;  // the last token is never fed back
     if (need > cache.capacity())
       throw OutOfCapacity(where + ": prompt of " + std::to_string(r.prompt.size()) + " tokens + " +
@@ -105,47 +109,56 @@ std::vector<GenerationResult> generate(Model& model, Cache& cache, const std::ve
     batch = std::move(still);
   };
 
-  while (!waiting.empty() || !active.empty()) {
-    // Admit waiting requests while sequences and memory allow.
-    std::vector<Active> admitted;
-    std::vector<SequenceChunk> chunks;
-    while (!waiting.empty() && static_cast<int>(active.size() + admitted.size()) < cache.max_sequences()) {
-      const std::size_t i = waiting.front();
-      const int seq = cache.open();
-      // Take the room for the whole generation now, so no step can run out later.
-      try {
-        cache.reserve(seq, static_cast<int>(requests[i].prompt.size()) + requests[i].max_new_tokens - 1);
-      } catch (const OutOfCapacity&) {
-        cache.close(seq);
-        if (active.empty() && admitted.empty()) throw;
-        break;
+  std::vector<Active> admitted;
+  // Whatever fails (the cache, the backend), the sequences this call opened are closed.
+  try {
+    while (!waiting.empty() || !active.empty()) {
+      // Admit waiting requests while sequences and memory allow.
+      admitted.clear();
+      std::vector<SequenceChunk> chunks;
+      while (!waiting.empty() && static_cast<int>(active.size() + admitted.size()) < cache.max_sequences()) {
+        const std::size_t i = waiting.front();
+        const int seq = cache.open();
+        // Take the room for the whole generation now, so no step can run out later.
+        try {
+          cache.reserve(seq, static_cast<int>(requests[i].prompt.size()) + requests[i].max_new_tokens - 1);
+        } catch (const OutOfCapacity&) {
+          cache.close(seq);
+          if (active.empty() && admitted.empty()) throw;
+          break;
+        }
+        waiting.pop_front();
+        admitted.push_back({i, seq, Rng(requests[i].seed)});
+        chunks.push_back({seq, requests[i].prompt});
       }
-      waiting.pop_front();
-      admitted.push_back({i, seq, Rng(requests[i].seed)});
-      chunks.push_back({seq, requests[i].prompt});
-    }
-    if (!admitted.empty()) {
+      if (!admitted.empty()) {
+        const auto t0 = clock::now();
+        Logits logits = model.forward(chunks, cache, {options.prefill, false});
+        st.prefill_seconds += std::chrono::duration<double>(clock::now() - t0).count();
+        for (std::size_t c = 0; c < admitted.size(); ++c) results[admitted[c].request].prefill_mode = logits.mode_used[c];
+        take(logits, admitted);
+        active.insert(active.end(), admitted.begin(), admitted.end());
+        if (options.on_progress) options.on_progress(st.generated_tokens, budget);
+      }
+      if (active.empty()) continue;
+
+      // One decode step for every active sequence.
+      st.peak_batch = std::max(st.peak_batch, static_cast<int>(active.size()));
+      chunks.clear();
+      for (const auto& a : active)
+        chunks.push_back({a.seq, std::span<const int>(&results[a.request].tokens.back(), 1)});
       const auto t0 = clock::now();
-      Logits logits = model.forward(chunks, cache, {options.prefill, false});
-      st.prefill_seconds += std::chrono::duration<double>(clock::now() - t0).count();
-      for (std::size_t c = 0; c < admitted.size(); ++c) results[admitted[c].request].prefill_mode = logits.mode_used[c];
-      take(logits, admitted);
-      active.insert(active.end(), admitted.begin(), admitted.end());
+      Logits logits = model.forward(chunks, cache, {PrefillMode::Auto, false});
+      st.decode_seconds += std::chrono::duration<double>(clock::now() - t0).count();
+      ++st.decode_steps;
+      take(logits, active);
       if (options.on_progress) options.on_progress(st.generated_tokens, budget);
     }
-    if (active.empty()) continue;
-
-    // One decode step for every active sequence.
-    st.peak_batch = std::max(st.peak_batch, static_cast<int>(active.size()));
-    chunks.clear();
-    for (const auto& a : active)
-      chunks.push_back({a.seq, std::span<const int>(&results[a.request].tokens.back(), 1)});
-    const auto t0 = clock::now();
-    Logits logits = model.forward(chunks, cache, {PrefillMode::Auto, false});
-    st.decode_seconds += std::chrono::duration<double>(clock::now() - t0).count();
-    ++st.decode_steps;
-    take(logits, active);
-    if (options.on_progress) options.on_progress(st.generated_tokens, budget);
+  } catch (...) {
+    for (const auto* list : {&active, &admitted})
+      for (const auto& a : *list)
+        if (cache.is_open(a.seq)) cache.close(a.seq);
+    throw;
   }
   return results;
 }

@@ -4,6 +4,7 @@
 /// their HF checkpoint names, handed out as non-owning views (WeightsView) that
 /// both backends consume. A layer that computes no KV has no k/v tensors.
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -85,8 +86,8 @@ inline std::vector<TensorInfo> expected_tensors(const ModelConfig& config) {
 class HostWeights {
 public:
   /// Zero-filled weights laid out for `config`.
-  explicit HostWeights(const ModelConfig& config) : config_(config), tensors_(expected_tensors(config)) {
-    config_.validate();
+  explicit HostWeights(const ModelConfig& config)
+      : config_((config.validate(), config)), tensors_(expected_tensors(config_)) {
     std::size_t total = 0;
     for (std::size_t i = 0; i < tensors_.size(); ++i) {
       index_[tensors_[i].name] = i;
@@ -96,14 +97,30 @@ public:
   }
 
   /// Weights drawn from N(0, std^2) with a fixed seed; norm weights 1 + N(0, std^2).
+  /// Each block of 2^16 elements has its own stream, so the values do not depend
+  /// on the number of threads that fill them.
   static HostWeights random(const ModelConfig& config, std::uint64_t seed, float std = 0.02f) {
     HostWeights w(config);
-    Rng rng(seed);
-    for (const auto& t : w.tensors_) {
-      const bool is_norm = t.shape.size() == 1;
+    constexpr std::int64_t kBlock = std::int64_t{1} << 16;
+    struct Block {
+      std::size_t tensor;
+      std::int64_t begin;
+    };
+    std::vector<Block> blocks;
+    for (std::size_t t = 0; t < w.tensors_.size(); ++t)
+      for (std::int64_t b = 0; b < w.tensors_[t].numel(); b += kBlock) blocks.push_back({t, b});
+#pragma omp parallel for schedule(dynamic, 16)
+    for (std::size_t i = 0; i < blocks.size(); ++i) {
+      const TensorInfo& t = w.tensors_[blocks[i].tensor];
+      const float mean = t.shape.size() == 1 ? 1.0f : 0.0f;
+      Rng rng(seed ^ (0x9E3779B97F4A7C15ull * (blocks[i].tensor + 1)) ^ static_cast<std::uint64_t>(blocks[i].begin));
       float* p = w.data_.data() + t.offset;
-      for (std::int64_t i = 0; i < t.numel(); ++i)
-        p[i] = (is_norm ? 1.0f : 0.0f) + static_cast<float>(rng.normal()) * std;
+      const std::int64_t end = std::min(t.numel(), blocks[i].begin + kBlock);
+      for (std::int64_t e = blocks[i].begin; e < end; e += 2) {
+        const auto [a, b] = rng.normal_pair();
+        p[e] = mean + static_cast<float>(a) * std;
+        if (e + 1 < end) p[e + 1] = mean + static_cast<float>(b) * std;
+      }
     }
     return w;
   }
