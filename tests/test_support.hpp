@@ -257,6 +257,9 @@ inline std::vector<Vec> llama_causal(const lckv::ModelShape& s, const lckv::Host
 /// Cross-layer KV sharing, token by token (DESIGN.md §2-4 "sequential"): layer l
 /// attends to layer t = attends_to(l)'s KV list; tokens j < i when t > l (or
 /// force_nodiag), j <= i otherwise; a sliding layer keeps j > i - W, plus j < sink.
+/// With a sink (StreamingLLM, DESIGN.md §3) keys are kept unrotated and RoPE is
+/// applied by cache position: the k-th visible key sits at position k, the
+/// query right after the last key it sees (on the last one when it sees itself).
 inline std::vector<Vec> lckv_sequential(const lckv::ModelConfig& c, const lckv::HostWeights& hw,
                                         const std::vector<int>& tokens) {
   const auto& s = c.shape;
@@ -268,8 +271,9 @@ inline std::vector<Vec> lckv_sequential(const lckv::ModelConfig& c, const lckv::
     Vec x = embed(tokens[static_cast<std::size_t>(i)], W, s);
     for (int l = 0; l < L; ++l) {
       const Vec h = rmsnorm(x, W.layer(l, "input_layernorm"), s.rms_norm_eps);
+      const bool streaming = c.attention.sink > 0;
       Vec q = matvec(W.layer(l, "self_attn.q_proj"), s.q_dim(), s.hidden_size, h);
-      rope(q, s.num_heads, d, i, s.rope_theta);
+      if (!streaming) rope(q, s.num_heads, d, i, s.rope_theta);
       const int t = c.plan.attends_to(l);
       const bool computes = [&] {
         for (int m = 0; m < L; ++m)
@@ -279,7 +283,7 @@ inline std::vector<Vec> lckv_sequential(const lckv::ModelConfig& c, const lckv::
       if (computes) {
         Vec k = matvec(W.layer(l, "self_attn.k_proj"), s.kv_dim(), s.hidden_size, h);
         Vec v = matvec(W.layer(l, "self_attn.v_proj"), s.kv_dim(), s.hidden_size, h);
-        rope(k, s.num_kv_heads, d, i, s.rope_theta);
+        if (!streaming) rope(k, s.num_kv_heads, d, i, s.rope_theta);
         K[static_cast<std::size_t>(l)].push_back(k);
         V[static_cast<std::size_t>(l)].push_back(v);
       }
@@ -298,6 +302,16 @@ inline std::vector<Vec> lckv_sequential(const lckv::ModelConfig& c, const lckv::
         REQUIRE(j < static_cast<int>(K[static_cast<std::size_t>(t)].size()));
         keys.push_back(&K[static_cast<std::size_t>(t)][static_cast<std::size_t>(j)]);
         values.push_back(&V[static_cast<std::size_t>(t)][static_cast<std::size_t>(j)]);
+      }
+      std::vector<Vec> rotated;  // streaming: keys at their cache positions
+      if (streaming) {
+        rotated.reserve(keys.size());
+        for (std::size_t k = 0; k < keys.size(); ++k) {
+          rotated.push_back(*keys[k]);
+          rope(rotated.back(), s.num_kv_heads, d, static_cast<int>(k), s.rope_theta);
+          keys[k] = &rotated.back();
+        }
+        rope(q, s.num_heads, d, static_cast<int>(keys.size()) - (nodiag ? 0 : 1), s.rope_theta);
       }
       Vec att(static_cast<std::size_t>(s.q_dim()));
       for (int hd = 0; hd < s.num_heads; ++hd)

@@ -13,7 +13,8 @@
 namespace lckv {
 
 /// Model-level attention options (config.json: sliding_window, force_nodiag;
-/// `sink` > 0 turns every windowed layer into StreamingLLM sink + window).
+/// `sink` > 0 turns every windowed layer into StreamingLLM sink + window, with
+/// RoPE applied by cache position in every layer, DESIGN.md §3).
 struct AttentionOptions {
   int sliding_window = 4096;
   int sink = 0;
@@ -25,6 +26,10 @@ struct MaskSpec {
   bool no_diagonal = false;
   int window = 0;  ///< 0: no sliding window
   int sink = 0;    ///< with window > 0: positions [0, sink) always visible
+  /// > 0 (StreamingLLM, AttentionOptions::sink > 0): queries and keys arrive
+  /// unrotated and attention rotates them with this RoPE base by their cache
+  /// positions (KeySpans::cache_position), not their original positions.
+  float rope_theta_on_read = 0.0f;
   std::string name() const {
     std::string s = no_diagonal ? "no-diagonal" : "causal";
     if (window > 0) s += (sink > 0 ? "+sink" + std::to_string(sink) : std::string()) + "+window" + std::to_string(window);
@@ -43,6 +48,14 @@ inline MaskSpec layer_mask(const LayerPlan& plan, int l, const AttentionOptions&
     m.window = options.sliding_window;
     m.sink = options.sink;
   }
+  return m;
+}
+
+/// The mask of layer `l` as the model runs it: layer_mask() plus, in StreamingLLM
+/// mode, RoPE at read time by cache position with base `rope_theta`.
+inline MaskSpec layer_attention(const LayerPlan& plan, int l, const AttentionOptions& options, float rope_theta) {
+  MaskSpec m = layer_mask(plan, l, options);
+  if (options.sink > 0) m.rope_theta_on_read = rope_theta;
   return m;
 }
 

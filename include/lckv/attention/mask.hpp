@@ -24,6 +24,10 @@ struct KeySpans {
   int end = 0;
   LCKV_HD int count() const { return sink_end + (end > begin ? end - begin : 0); }
   LCKV_HD bool contains(int j) const { return j < sink_end || (j >= begin && j < end); }
+  /// StreamingLLM: a kept key's position in the cache (sink keys first, then the
+  /// window), and the query's position right after its window's last key.
+  LCKV_HD int cache_position(int j) const { return j < sink_end ? j : sink_end + (j - begin); }
+  LCKV_HD int query_cache_position(int i) const { return sink_end + (i - begin); }
 };
 
 /// An attention policy: the key spans for a query position.

@@ -39,10 +39,11 @@ void zero_kv(const Slot& slot, const RowInfo* rows, int n) {
 
 /// out[r, h] = softmax_j(q[r, h] . K[j] / sqrt(d)) V[j] over the keys the policy
 /// allows at rows[r].pos; zero when it allows none (first token, no-diagonal).
-/// q, out: [rows, heads * head_dim].
+/// With rope_theta_on_read > 0 (StreamingLLM), q and K are unrotated and are
+/// rotated here by their cache positions. q, out: [rows, heads * head_dim].
 template <class Slot, AttentionPolicy Policy>
 void attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows, const Policy& policy, int heads,
-               MatrixView<float> out) {
+               MatrixView<float> out, float rope_theta_on_read = 0.0f) {
   const int d = slot.head_dim, group = heads / slot.kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   std::int64_t work = 0;  // multiply-adds: one thread below kMinParallelWork
@@ -50,6 +51,7 @@ void attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows,
 #pragma omp parallel if (work >= kMinParallelWork)
   {
     std::vector<float> score;
+    Eigen::VectorXf q_rotated(d), k_rotated(d);
 #pragma omp for collapse(2) schedule(static)
     for (int r = 0; r < q.rows; ++r)
       for (int h = 0; h < heads; ++h) {
@@ -57,8 +59,19 @@ void attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows,
         Eigen::Map<Eigen::VectorXf> o(out.row(r) + h * d, d);
         o.setZero();
         if (keys.count() == 0) continue;
-        Eigen::Map<const Eigen::VectorXf> qv(q.row(r) + h * d, d);
+        const bool rotate = rope_theta_on_read > 0.0f;
+        if (rotate) {
+          q_rotated = Eigen::Map<const Eigen::VectorXf>(q.row(r) + h * d, d);
+          rotate_half(q_rotated.data(), d, keys.query_cache_position(rows[r].pos), rope_theta_on_read);
+        }
+        Eigen::Map<const Eigen::VectorXf> qv(rotate ? q_rotated.data() : q.row(r) + h * d, d);
         const int seq = rows[r].seq, kvh = h / group;
+        auto key = [&](int j) -> const float* {
+          if (!rotate) return slot.key(seq, j, kvh);
+          k_rotated = Eigen::Map<const Eigen::VectorXf>(slot.key(seq, j, kvh), d);
+          rotate_half(k_rotated.data(), d, keys.cache_position(j), rope_theta_on_read);
+          return k_rotated.data();
+        };
         score.resize(static_cast<std::size_t>(keys.count()));
         float max_score = -std::numeric_limits<float>::infinity();
         int n = 0;
@@ -68,7 +81,7 @@ void attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows,
           for (int j = keys.begin; j < keys.end; ++j) f(j, i++);
         };
         each_key([&](int j, int i) {
-          score[static_cast<std::size_t>(i)] = qv.dot(Eigen::Map<const Eigen::VectorXf>(slot.key(seq, j, kvh), d)) * scale;
+          score[static_cast<std::size_t>(i)] = qv.dot(Eigen::Map<const Eigen::VectorXf>(key(j), d)) * scale;
           max_score = std::max(max_score, score[static_cast<std::size_t>(i)]);
           ++n;
         });
@@ -85,7 +98,7 @@ void attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows,
 template <class Slot>
 void attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows, const MaskSpec& mask, int heads,
                MatrixView<float> out) {
-  dispatch_mask(mask, [&](auto policy) { attention(q, slot, rows, policy, heads, out); });
+  dispatch_mask(mask, [&](auto policy) { attention(q, slot, rows, policy, heads, out, mask.rope_theta_on_read); });
 }
 
 }  // namespace lckv::cpu

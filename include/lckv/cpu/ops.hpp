@@ -139,25 +139,25 @@ inline void linear(MatrixView<const float> x, const float* w, MatrixView<float> 
   for (int b = 0; b < blocks; ++b) detail::linear_rows(x, w, y, b * block, std::min(y.cols, (b + 1) * block), accumulate);
 }
 
+/// Rotates one head vector in place to position `pos` (rotate_half form, fp32 as transformers computes it).
+inline void rotate_half(float* v, int head_dim, int pos, float theta) {
+  const int half = head_dim / 2;
+  for (int i = 0; i < half; ++i) {
+    const float inv_freq = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(head_dim));
+    const float angle = static_cast<float>(pos) * inv_freq;
+    const float c = std::cos(angle), s = std::sin(angle);
+    const float a = v[i], b = v[i + half];
+    v[i] = a * c - b * s;
+    v[i + half] = b * c + a * s;
+  }
+}
+
 /// HF "rotate_half" RoPE in place: dimension i pairs with i + head_dim/2; angle
 /// pos * theta^(-2i/head_dim), computed in fp32 as transformers does.
 /// x: [rows, heads * head_dim]; rows: [rows] positions.
 inline void rope(MatrixView<float> x, int heads, int head_dim, const RowInfo* rows, float theta) {
-  const int half = head_dim / 2;
-  for (int r = 0; r < x.rows; ++r) {
-    const float pos = static_cast<float>(rows[r].pos);
-    for (int i = 0; i < half; ++i) {
-      const float inv_freq = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(head_dim));
-      const float angle = pos * inv_freq;
-      const float c = std::cos(angle), s = std::sin(angle);
-      for (int h = 0; h < heads; ++h) {
-        float* v = x.row(r) + h * head_dim;
-        const float a = v[i], b = v[i + half];
-        v[i] = a * c - b * s;
-        v[i + half] = b * c + a * s;
-      }
-    }
-  }
+  for (int r = 0; r < x.rows; ++r)
+    for (int h = 0; h < heads; ++h) rotate_half(x.row(r) + h * head_dim, head_dim, rows[r].pos, theta);
 }
 
 /// gate = silu(gate) * up, elementwise. gate, up: [rows, intermediate].

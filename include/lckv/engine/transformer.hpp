@@ -16,6 +16,10 @@
 /// \endcode
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <iterator>
+#include <type_traits>
 #include <set>
 #include <string>
 #include <vector>
@@ -41,7 +45,8 @@ public:
     if (static_cast<int>(weights_.layers.size()) != config_.shape.num_layers)
       throw InvalidArgument("transformer: weights have " + std::to_string(weights_.layers.size()) +
                             " layers, config has " + std::to_string(config_.shape.num_layers));
-    for (int l = 0; l < config_.shape.num_layers; ++l) masks_.push_back(layer_mask(config_.plan, l, config_.attention));
+    for (int l = 0; l < config_.shape.num_layers; ++l)
+      masks_.push_back(layer_attention(config_.plan, l, config_.attention, config_.shape.rope_theta));
   }
 
   const ModelConfig& config() const { return config_; }
@@ -190,41 +195,63 @@ private:
     ensure_scratch(n);
     const RowInfo* rows = backend_.stage(b.rows);
     const int* tokens = backend_.stage(b.tokens);
+    const int* logit_index = backend_.stage(b.logit_rows);
+    const int m = static_cast<int>(b.logit_rows.size());
     auto x = view(x_, n, s.hidden_size);
-    backend_.embed(tokens, weights_.embed_tokens, x);
-
+    auto logits = view(logits_, m, s.vocab_size);
     // After k passes the KV of the first k new tokens is exact, and more passes
     // recompute identical values, so a group needs at most `longest_chunk` passes.
     const int passes = std::min(config_.passes.total(), b.longest_chunk);
-    int l = 0;
-    for (const auto& group : cyclic_groups(config_.plan)) {
-      run_layers(l, group.begin, n, rows, cache);
-      for (int layer = group.begin; layer < group.end; ++layer)
-        if (config_.plan.computes_kv(layer))
-          backend_.zero_kv(cache.slot(config_.plan.kv_slot(layer)), rows, n);
-      auto x_in = view(x_in_, n, s.hidden_size);
-      backend_.copy(x, x_in);
-      for (int p = 0; p < passes; ++p) {
-        if (p > 0) backend_.copy(x_in, x);
-        run_layers(group.begin, group.end, n, rows, cache);
+    auto compute = [&] {
+      backend_.embed(tokens, weights_.embed_tokens, x);
+      int l = 0;
+      for (const auto& group : cyclic_groups(config_.plan)) {
+        run_layers(l, group.begin, n, rows, cache);
+        for (int layer = group.begin; layer < group.end; ++layer)
+          if (config_.plan.computes_kv(layer))
+            backend_.zero_kv(cache.slot(config_.plan.kv_slot(layer)), rows, n);
+        auto x_in = view(x_in_, n, s.hidden_size);
+        backend_.copy(x, x_in);
+        for (int p = 0; p < passes; ++p) {
+          if (p > 0) backend_.copy(x_in, x);
+          run_layers(group.begin, group.end, n, rows, cache);
+        }
+        l = group.end;
       }
-      l = group.end;
-    }
-    run_layers(l, s.num_layers, n, rows, cache);
+      run_layers(l, s.num_layers, n, rows, cache);
 
-    // Final norm and lm_head on the wanted rows only.
-    const int m = static_cast<int>(b.logit_rows.size());
-    auto picked = view(x_in_, m, s.hidden_size);
-    backend_.gather_rows(x, backend_.stage(b.logit_rows), picked);
-    auto normed = view(xn_, m, s.hidden_size);
-    backend_.rmsnorm(picked, weights_.norm, s.rms_norm_eps, normed);
-    auto logits = view(logits_, m, s.vocab_size);
-    backend_.linear(normed, weights_.lm_head, logits);
+      // Final norm and lm_head on the wanted rows only.
+      auto picked = view(x_in_, m, s.hidden_size);
+      backend_.gather_rows(x, logit_index, picked);
+      auto normed = view(xn_, m, s.hidden_size);
+      backend_.rmsnorm(picked, weights_.norm, s.rms_norm_eps, normed);
+      backend_.linear(normed, weights_.lm_head, logits);
+    };
+    // A backend that can record launches (CUDA Graphs) replays decode steps;
+    // the key names everything the launches depend on besides staged data.
+    if constexpr (requires { backend_.step(std::vector<std::int64_t>{}, true, compute); })
+      backend_.step(step_key(n, m, passes, cache), b.longest_chunk == 1, compute);
+    else
+      compute();
     HostBuffer<float> host(static_cast<std::size_t>(m) * static_cast<std::size_t>(s.vocab_size));
     backend_.download(logits, host.data());
     for (int i = 0; i < m; ++i)
       std::copy_n(host.data() + static_cast<std::size_t>(i) * s.vocab_size, s.vocab_size,
                   out.data.data() + static_cast<std::size_t>(b.logit_dest[static_cast<std::size_t>(i)]) * s.vocab_size);
+  }
+
+  /// Shapes, scratch generation, cache identity and every slot view of a run.
+  std::vector<std::int64_t> step_key(int n, int m, int passes, const Cache& cache) const {
+    using Slot = typename Cache::Slot;
+    static_assert(std::is_trivially_copyable_v<Slot>);
+    std::vector<std::int64_t> key{n, m, passes, scratch_rows_, reinterpret_cast<std::int64_t>(&cache)};
+    for (int s = 0; s < cache.num_slots(); ++s) {
+      const Slot slot = cache.slot(s);
+      std::int64_t words[(sizeof(Slot) + 7) / 8] = {};
+      std::memcpy(words, &slot, sizeof(Slot));
+      key.insert(key.end(), std::begin(words), std::end(words));
+    }
+    return key;
   }
 
   /// Layers [begin, end) over all rows; each KV layer writes its new KV before
@@ -241,13 +268,15 @@ private:
       const auto& w = weights_.layers[static_cast<std::size_t>(l)];
       backend_.rmsnorm(x, w.input_layernorm, s.rms_norm_eps, xn);
       backend_.linear(xn, w.q_proj, q);
-      backend_.rope(q, s.num_heads, s.head_dim, rows, s.rope_theta);
+      // StreamingLLM positions are cache positions, known only at read time.
+      const bool rope_now = config_.attention.sink == 0;
+      if (rope_now) backend_.rope(q, s.num_heads, s.head_dim, rows, s.rope_theta);
       if (config_.plan.computes_kv(l)) {
         auto k = view(k_, n, s.kv_dim());
         auto v = view(v_, n, s.kv_dim());
         backend_.linear(xn, w.k_proj, k);
         backend_.linear(xn, w.v_proj, v);
-        backend_.rope(k, s.num_kv_heads, s.head_dim, rows, s.rope_theta);
+        if (rope_now) backend_.rope(k, s.num_kv_heads, s.head_dim, rows, s.rope_theta);
         backend_.store_kv(k, v, cache.slot(config_.plan.kv_slot(l)), rows);
       }
       backend_.attention(q, cache.slot(config_.plan.kv_slot(config_.plan.attends_to(l))), rows, mask(l), s.num_heads,

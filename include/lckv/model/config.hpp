@@ -63,6 +63,10 @@ struct ModelConfig {
     if (plan.num_layers() != shape.num_layers)
       throw PlanError("layer_types has " + std::to_string(plan.num_layers()) + " layers, expected num_hidden_layers = " +
                       std::to_string(shape.num_layers));
+    if (attention.sink < 0)
+      throw InvalidArgument("sink = " + std::to_string(attention.sink) + ", expected >= 0 (0: no StreamingLLM sink)");
+    if (attention.sliding_window < 1)
+      throw InvalidArgument("sliding_window = " + std::to_string(attention.sliding_window) + ", expected >= 1");
     if (passes.forward_passes < 0 || passes.backward_passes < 1)
       throw InvalidArgument("forward_passes = " + std::to_string(passes.forward_passes) + ", backward_passes = " +
                             std::to_string(passes.backward_passes) + ", expected >= 0 and >= 1");
