@@ -9,6 +9,7 @@
 #include <memory>
 #include <new>
 #include <span>
+#include <type_traits>
 
 #include "lckv/core/macros.hpp"
 
@@ -22,7 +23,10 @@ struct MatrixView {
   int cols = 0;
   LCKV_HD T* row(int r) const { return data + static_cast<std::int64_t>(r) * cols; }
   LCKV_HD std::int64_t size() const { return static_cast<std::int64_t>(rows) * cols; }
-  LCKV_HD operator MatrixView<const T>() const { return {data, rows, cols}; }
+  /// A view of mutable elements converts to a read-only view (not the reverse).
+  template <class U = T>
+    requires(!std::is_const_v<U>)
+  LCKV_HD operator MatrixView<const U>() const { return {data, rows, cols}; }
 };
 
 /// 64-byte aligned, zero-initialised host memory of n elements (move-only).

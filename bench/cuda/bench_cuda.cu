@@ -1,0 +1,462 @@
+// CUDA backend benchmarks (Google Benchmark). Every result carries counters in
+// bytes/s or FLOP/s and, where a ceiling applies, its fraction of the ceilings
+// measured in the same process: device copy bandwidth (BM_CopyBandwidth) and
+// a large bf16 cuBLAS GEMM (BM_GemmBf16). Inputs are random, never zeros.
+//
+//   bench_cuda --benchmark_out=cuda.json --benchmark_out_format=json
+
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "lckv/cache/contiguous_cache.hpp"
+#include "lckv/cuda/cuda.cuh"
+#include "lckv/engine/transformer.hpp"
+#include "lckv/plan/variants.hpp"
+
+namespace {
+
+using namespace lckv;
+using bf16 = __nv_bfloat16;
+namespace lc = lckv::cuda;
+
+/// Bytes of K and V one decode step reads per cached token: every layer reads its target's KV (bf16).
+double kv_heads_bytes(const ModelConfig& c) {
+  return static_cast<double>(c.shape.num_layers) * 2.0 * c.shape.num_kv_heads * c.shape.head_dim * 2.0;
+}
+
+__global__ void fill_random(bf16* p, std::size_t n, std::uint32_t seed) {
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
+    std::uint32_t x = static_cast<std::uint32_t>(i) * 2654435761u ^ seed;
+    x ^= x >> 13;
+    x *= 0x5bd1e995u;
+    x ^= x >> 15;
+    p[i] = __float2bfloat16_rn((static_cast<float>(x & 0xFFFF) / 65536.0f - 0.5f) * 2.0f);
+  }
+}
+void randomize(bf16* p, std::size_t n, std::uint32_t seed) {
+  fill_random<<<1024, 256>>>(p, n, seed);
+  LCKV_CUDA_CHECK_LAUNCH("fill_random");
+  LCKV_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+int num_sms() {
+  int n = 0;
+  LCKV_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, 0));
+  return n;
+}
+
+// ---------------------------------------------------------------- ceilings
+
+void BM_CopyBandwidth(benchmark::State& state) {
+  const std::size_t bytes = 2ull << 30;
+  lc::DeviceBuffer<unsigned char> a(bytes), b(bytes);
+  randomize(reinterpret_cast<bf16*>(a.data()), bytes / 2, 1);
+  LCKV_CUDA_CHECK(cudaMemcpy(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice));
+  lc::Event e0, e1;
+  for (auto _ : state) {
+    e0.record(nullptr);
+    LCKV_CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, nullptr));
+    e1.record(nullptr);
+    state.SetIterationTime(e1.since(e0) / 1e3);
+  }
+  const double bw = 2.0 * bytes * state.iterations();
+  state.counters["bytes_per_s"] = benchmark::Counter(bw, benchmark::Counter::kIsRate);
+  state.SetBytesProcessed(static_cast<std::int64_t>(bw));
+}
+
+void BM_GemmBf16(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  lc::Stream s;
+  lc::Gemm gemm(s.get());
+  lc::DeviceBuffer<bf16> a(static_cast<std::size_t>(n) * n), b(static_cast<std::size_t>(n) * n);
+  lc::DeviceBuffer<float> c(static_cast<std::size_t>(n) * n);
+  const bool bf16_out = state.range(1) != 0;
+  lc::DeviceBuffer<bf16> cb(bf16_out ? static_cast<std::size_t>(n) * n : 0);
+  randomize(a.data(), a.size(), 2);
+  randomize(b.data(), b.size(), 3);
+  auto run = [&] {
+    if (bf16_out) {
+      const float alpha = 1.0f, beta = 0.0f;
+      LCKV_CUBLAS_CHECK(cublasGemmEx(gemm.handle(), CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, b.data(), CUDA_R_16BF, n,
+                                     a.data(), CUDA_R_16BF, n, &beta, cb.data(), CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
+                                     CUBLAS_GEMM_DEFAULT));
+    } else {
+      gemm.gemm_rowmajor(n, n, n, a.data(), b.data(), c.data());
+    }
+  };
+  for (int i = 0; i < 3; ++i) run();  // heuristics and module load stay out of the timing
+  s.synchronize();
+  lc::Event e0, e1;
+  for (auto _ : state) {
+    e0.record(s.get());
+    run();
+    e1.record(s.get());
+    state.SetIterationTime(e1.since(e0) / 1e3);
+  }
+  state.counters["flop_per_s"] = benchmark::Counter(2.0 * n * n * n * state.iterations(), benchmark::Counter::kIsRate);
+}
+
+// ------------------------------------------------------- decode attention
+
+/// All layers' decode attention of the TinyLlama shape (32 q / 4 kv heads, d 64,
+/// bf16 KV) at batch B and context S: standard (22 slots, each layer its own)
+/// vs LCKV w=2 (3 slots; 20 layers read the same one). Effective bandwidth =
+/// KV bytes the layers read / time. Arg 3: 1 = L2 persistence window on the
+/// LCKV shared slot.
+void BM_DecodeAttention(benchmark::State& state) {
+  const int S = static_cast<int>(state.range(0)), B = static_cast<int>(state.range(1));
+  const bool lckv = state.range(2) != 0, persist = state.range(3) != 0;
+  const int L = 22, heads = 32, kv_heads = 4, D = 64;
+  const LayerPlan plan = lckv ? plans::lckv(L, warmup::Sandwich{2}) : plans::standard(L);
+  const CacheGeometry g{plan.num_kv_layers(), kv_heads, D, 2};
+  const std::size_t need = contiguous_cache_bytes(g, B, S + 1);
+  std::size_t free_b = 0, total_b = 0;
+  LCKV_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  if (need > free_b * 0.8) {
+    state.SkipWithError(("cache of " + std::to_string(need >> 20) + " MiB does not fit").c_str());
+    return;
+  }
+  ContiguousCache<bf16, lc::DeviceMemory> cache(g, B, S + 1);
+  randomize(cache.slot(0).k, cache.allocated_bytes() / 4, 4);
+  randomize(cache.slot(0).v, cache.allocated_bytes() / 4, 5);
+  std::vector<RowInfo> rows;
+  for (int b = 0; b < B; ++b) {
+    cache.open();
+    rows.push_back({b, S});  // query at position S sees S keys (no-diagonal) or S + 1 (causal)
+  }
+  lc::DeviceBuffer<RowInfo> drows(rows.size());
+  lc::copy_to_device(drows.data(), rows.data(), rows.size());
+  lc::DeviceBuffer<bf16> qb(static_cast<std::size_t>(B) * heads * D);
+  lc::DeviceBuffer<float> q(static_cast<std::size_t>(B) * heads * D), out(q.size());
+  {
+    std::vector<float> h(q.size());
+    for (std::size_t i = 0; i < h.size(); ++i) h[i] = static_cast<float>((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+    lc::copy_to_device(q.data(), h.data(), h.size());
+  }
+  int bucket = 64;
+  while (bucket < S + 1) bucket *= 2;
+  const lc::AttentionLaunch l = lc::plan_attention(B, heads, kv_heads, false, num_sms(), bucket);
+  lc::DeviceBuffer<float> ws(lc::attention_workspace_floats(B, heads, D, l));
+  lc::Stream s;
+  std::vector<MaskSpec> masks;
+  for (int layer = 0; layer < L; ++layer) masks.push_back(MaskSpec{plan.attends_top(layer), 0, 0});
+  if (persist && lckv) {
+    cudaDeviceProp prop{};
+    LCKV_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    LCKV_CUDA_CHECK(cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, prop.persistingL2CacheMaxSize));
+    // One window per stream: the shared slot's keys (batch 1: contiguous; else the K buffer span).
+    const auto shared = cache.slot(plan.kv_slot(plan.attends_to(1)));
+    const std::size_t window = B == 1 ? static_cast<std::size_t>(S + 1) * kv_heads * D * 2 : cache.allocated_bytes() / 2;
+    cudaStreamAttrValue attr{};
+    attr.accessPolicyWindow.base_ptr = B == 1 ? static_cast<void*>(shared.k) : static_cast<void*>(cache.slot(0).k);
+    attr.accessPolicyWindow.num_bytes = std::min<std::size_t>(window, prop.accessPolicyMaxWindowSize);
+    attr.accessPolicyWindow.hitRatio =
+        std::min(1.0f, static_cast<float>(prop.persistingL2CacheMaxSize) / static_cast<float>(attr.accessPolicyWindow.num_bytes));
+    attr.accessPolicyWindow.hitProp = cudaAccessPropertyPersisting;
+    attr.accessPolicyWindow.missProp = cudaAccessPropertyStreaming;
+    LCKV_CUDA_CHECK(cudaStreamSetAttribute(s.get(), cudaStreamAttributeAccessPolicyWindow, &attr));
+  }
+  auto all_layers = [&] {
+    for (int layer = 0; layer < L; ++layer)
+      lc::attention(MatrixView<const float>{q.data(), B, heads * D}, cache.slot(plan.kv_slot(plan.attends_to(layer))),
+                      drows.data(), masks[static_cast<std::size_t>(layer)], heads,
+                      MatrixView<float>{out.data(), B, heads * D}, l, ws.data(), s.get());
+  };
+  all_layers();
+  s.synchronize();
+  lc::Event e0, e1;
+  for (auto _ : state) {
+    e0.record(s.get());
+    all_layers();
+    e1.record(s.get());
+    state.SetIterationTime(e1.since(e0) / 1e3);
+  }
+  if (persist) {
+    cudaStreamAttrValue attr{};
+    attr.accessPolicyWindow.num_bytes = 0;
+    cudaStreamSetAttribute(s.get(), cudaStreamAttributeAccessPolicyWindow, &attr);
+    cudaCtxResetPersistingL2Cache();
+  }
+  // Bytes the layers read: every layer reads its target's K and V for S (or S + 1) keys.
+  double kv_read = 0;
+  for (int layer = 0; layer < L; ++layer)
+    kv_read += static_cast<double>(B) * (plan.attends_top(layer) ? S : S + 1) * kv_heads * D * 2 * 2;
+  const double unique = static_cast<double>(B) * (S + 1) * kv_heads * D * 2 * 2 * plan.num_kv_layers();
+  state.counters["splits"] = l.splits;
+  state.counters["kv_read_bytes_per_s"] = benchmark::Counter(kv_read * state.iterations(), benchmark::Counter::kIsRate);
+  state.counters["unique_kv_bytes_per_s"] = benchmark::Counter(unique * state.iterations(), benchmark::Counter::kIsRate);
+  state.counters["kv_read_MB"] = kv_read / 1e6;
+}
+
+// ------------------------------------------------------- per-op breakdown
+
+/// One op of a TinyLlama-shape decode step at batch B (bf16 weights), timed
+/// over 200 back-to-back launches: where the decode step's time goes.
+/// Ops: 0 q_proj 2048x2048, 1 k_proj 2048->256, 2 gate 2048->5632, 3 down 5632->2048,
+/// 4 lm_head 2048->32000, 5 rmsnorm, 6 rope (q), 7 swiglu, 8 attention (context 1024).
+void BM_DecodeOps(benchmark::State& state) {
+  const int op = static_cast<int>(state.range(0)), B = static_cast<int>(state.range(1));
+  static const char* names[] = {"q_proj", "k_proj", "gate_proj", "down_proj", "lm_head", "rmsnorm", "rope", "swiglu", "attention"};
+  const int shapes[5][2] = {{2048, 2048}, {2048, 256}, {2048, 5632}, {5632, 2048}, {2048, 32000}};
+  lc::Stream s;
+  lc::Gemm gemm(s.get());
+  const std::size_t big = static_cast<std::size_t>(B) * 32000;
+  lc::DeviceBuffer<float> x(big), y(big);
+  {
+    std::vector<float> h(big);
+    for (std::size_t i = 0; i < h.size(); ++i) h[i] = static_cast<float>((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+    lc::copy_to_device(x.data(), h.data(), h.size());
+  }
+  lc::DeviceBuffer<bf16> w(static_cast<std::size_t>(2048) * 32000);
+  randomize(w.data(), w.size(), 9);
+  gemm.reserve_activation(big);
+  std::vector<RowInfo> rows;
+  for (int b = 0; b < B; ++b) rows.push_back({b, 1024});
+  lc::DeviceBuffer<RowInfo> drows(rows.size());
+  lc::copy_to_device(drows.data(), rows.data(), rows.size());
+  using Cache = ContiguousCache<bf16, lc::DeviceMemory>;
+  std::unique_ptr<Cache> cache;
+  lc::DeviceBuffer<float> ws;
+  lc::AttentionLaunch l;
+  if (op == 8) {
+    cache = std::make_unique<Cache>(CacheGeometry{1, 4, 64, 2}, B, 1025);
+    randomize(cache->slot(0).k, cache->allocated_bytes() / 4, 10);
+    randomize(cache->slot(0).v, cache->allocated_bytes() / 4, 11);
+    for (int b = 0; b < B; ++b) cache->open();
+    l = lc::plan_attention(B, 32, 4, false, num_sms(), 2048);
+    ws = lc::DeviceBuffer<float>(lc::attention_workspace_floats(B, 32, 64, l));
+  }
+  double bytes = 0;
+  auto run = [&] {
+    if (op <= 4) {
+      const int in = shapes[op][0], out = shapes[op][1];
+      gemm.linear(MatrixView<const float>{x.data(), B, in}, w.data(), MatrixView<float>{y.data(), B, out}, false);
+      bytes = 2.0 * in * out + 4.0 * B * (in + out);
+    } else if (op == 5) {
+      lc::rmsnorm(MatrixView<const float>{x.data(), B, 2048}, w.data(), 1e-5f, MatrixView<float>{y.data(), B, 2048}, s.get());
+      bytes = 8.0 * B * 2048;
+    } else if (op == 6) {
+      lc::rope(MatrixView<float>{y.data(), B, 2048}, 32, 64, drows.data(), 10000.0f, s.get());
+      bytes = 8.0 * B * 2048;
+    } else if (op == 7) {
+      lc::swiglu(MatrixView<float>{y.data(), B, 5632}, MatrixView<const float>{x.data(), B, 5632}, s.get());
+      bytes = 12.0 * B * 5632;
+    } else {
+      lc::attention(MatrixView<const float>{x.data(), B, 2048}, cache->slot(0), drows.data(), MaskSpec{}, 32,
+                    MatrixView<float>{y.data(), B, 2048}, l, ws.data(), s.get());
+      bytes = 2.0 * 2 * B * 1025 * 4 * 64;
+    }
+  };
+  for (int i = 0; i < 3; ++i) run();
+  s.synchronize();
+  lc::Event e0, e1;
+  const int reps = 200;
+  for (auto _ : state) {
+    e0.record(s.get());
+    for (int i = 0; i < reps; ++i) run();
+    e1.record(s.get());
+    state.SetIterationTime(e1.since(e0) / 1e3 / reps);
+  }
+  state.SetLabel(names[op]);
+  state.counters["bytes_per_s"] = benchmark::Counter(bytes * state.iterations(), benchmark::Counter::kIsRate);
+}
+
+// ------------------------------------------------- TinyLlama decode and prefill
+
+struct TinyModel {
+  ModelConfig config;
+  HostWeights host;
+  lc::DeviceWeights<bf16> weights;
+  static HostWeights random_fast(const ModelConfig& c) {
+    HostWeights w(c);
+    for (const auto& t : w.tensors()) {
+      float* p = w.data(t.name);
+      std::uint64_t x = 0x9E3779B97F4A7C15ull ^ t.offset;
+      const bool norm = t.shape.size() == 1;
+      for (std::int64_t i = 0; i < t.numel(); ++i) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        const float u = static_cast<float>(x >> 40) / 16777216.0f - 0.5f;
+        p[i] = norm ? 1.0f + 0.1f * u : 0.04f * u;
+      }
+    }
+    return w;
+  }
+  explicit TinyModel(const LayerPlan& plan)
+      : config(configs::make(configs::tinyllama_1b_shape(), plan)), host(random_fast(config)), weights(host) {}
+};
+
+TinyModel& tiny(bool lckv) {
+  static TinyModel* models[2] = {nullptr, nullptr};
+  auto& m = models[lckv ? 1 : 0];
+  if (!m) m = new TinyModel(lckv ? plans::lckv(22, warmup::Sandwich{2}) : plans::standard(22));
+  return *m;
+}
+
+/// Weight bytes one forward reads: every linear (lm_head too) in bf16; norms and the embedding rows are negligible.
+double weight_bytes(const ModelConfig& c) {
+  const auto& s = c.shape;
+  double n = 0;
+  for (int l = 0; l < s.num_layers; ++l) {
+    n += 2.0 * s.q_dim() * s.hidden_size;  // q, o
+    if (c.plan.computes_kv(l)) n += 2.0 * s.kv_dim() * s.hidden_size;
+    n += 3.0 * s.intermediate_size * s.hidden_size;
+  }
+  n += static_cast<double>(s.vocab_size) * s.hidden_size;  // lm_head
+  return n * 2;
+}
+
+void BM_TinyLlamaDecodeStep(benchmark::State& state) {
+  const int B = static_cast<int>(state.range(0)), S = static_cast<int>(state.range(1));
+  const bool lckv = state.range(2) != 0;
+  TinyModel& m = tiny(lckv);
+  using Cache = ContiguousCache<bf16, lc::DeviceMemory>;
+  const CacheGeometry g = CacheGeometry::of(m.config, 2);
+  const int steps = 64;
+  std::size_t free_b = 0, total_b = 0;
+  LCKV_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  if (contiguous_cache_bytes(g, B, S + steps) > free_b * 0.7) {
+    state.SkipWithError("cache does not fit");
+    return;
+  }
+  Cache cache(g, B, S + steps);
+  randomize(cache.slot(0).k, cache.allocated_bytes() / 4, 6);
+  randomize(cache.slot(0).v, cache.allocated_bytes() / 4, 7);
+  Transformer<lc::CudaBackend<bf16>, Cache> model(m.config, m.weights.view());
+  std::vector<int> seqs;
+  for (int b = 0; b < B; ++b) {
+    seqs.push_back(cache.open());
+    cache.reserve(b, S + steps);
+    cache.commit(b, S);  // S random positions already cached
+  }
+  std::vector<int> tokens(static_cast<std::size_t>(B));
+  for (int b = 0; b < B; ++b) tokens[static_cast<std::size_t>(b)] = (b * 7919 + 13) % 32000;
+  std::vector<SequenceChunk> chunks;
+  for (int b = 0; b < B; ++b) chunks.push_back({b, std::span<const int>(&tokens[static_cast<std::size_t>(b)], 1)});
+  for (int i = 0; i < 3; ++i) model.forward(chunks, cache);  // eager, capture, first replay: out of the timing
+  for (int b = 0; b < B; ++b) cache.commit(b, S);
+  double device_ms = 0, wall_s = 0;
+  long n = 0;
+  for (auto _ : state) {
+    if (cache.length(0) >= S + steps - 1) {
+      state.PauseTiming();
+      for (int b = 0; b < B; ++b) cache.commit(b, S);
+      state.ResumeTiming();
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    auto logits = model.forward(chunks, cache);
+    wall_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    device_ms += model.backend().last_step_ms();
+    ++n;
+    benchmark::DoNotOptimize(logits.data.data());
+  }
+  const double kv = static_cast<double>(B) * S * kv_heads_bytes(m.config);
+  const double bytes = weight_bytes(m.config) + kv;
+  state.counters["device_ms"] = device_ms / n;
+  state.counters["wall_ms"] = wall_s * 1e3 / n;
+  state.counters["bytes_MB"] = bytes / 1e6;
+  state.counters["tokens_per_s"] = B / (wall_s / n);
+  state.counters["graph_replays"] = static_cast<double>(model.backend().graphs().replays());
+}
+
+void BM_TinyLlamaPrefill(benchmark::State& state) {
+  const int B = static_cast<int>(state.range(0)), S = static_cast<int>(state.range(1));
+  const bool lckv = state.range(2) != 0;
+  TinyModel& m = tiny(lckv);
+  using Cache = ContiguousCache<bf16, lc::DeviceMemory>;
+  Cache cache(CacheGeometry::of(m.config, 2), B, S);
+  Transformer<lc::CudaBackend<bf16>, Cache> model(m.config, m.weights.view());
+  std::vector<std::vector<int>> prompts(static_cast<std::size_t>(B));
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < S; ++t) prompts[static_cast<std::size_t>(b)].push_back((b * 131 + t * 7919) % 32000);
+  {
+    std::vector<SequenceChunk> warm;
+    for (int b = 0; b < B; ++b) warm.push_back({cache.open(), prompts[static_cast<std::size_t>(b)]});
+    model.forward(warm, cache, {PrefillMode::Iterative, false});
+    for (const auto& c : warm) cache.close(c.seq);
+  }
+  double wall = 0;
+  long n = 0;
+  for (auto _ : state) {
+    std::vector<SequenceChunk> chunks;
+    for (int b = 0; b < B; ++b) chunks.push_back({cache.open(), prompts[static_cast<std::size_t>(b)]});
+    const auto t0 = std::chrono::steady_clock::now();
+    auto logits = model.forward(chunks, cache, {PrefillMode::Iterative, false});
+    wall += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ++n;
+    for (const auto& c : chunks) cache.close(c.seq);
+    benchmark::DoNotOptimize(logits.data.data());
+  }
+  // GEMM FLOPs of the work done: layers in a cyclic group run m + b passes.
+  const auto& s = m.config.shape;
+  const int passes = m.config.passes.total();
+  int in_group = 0;
+  for (const auto& g : cyclic_groups(m.config.plan)) in_group += g.end - g.begin;
+  double per_layer = 2.0 * (2.0 * s.q_dim() * s.hidden_size + 3.0 * s.intermediate_size * s.hidden_size);
+  double flops = 0;
+  for (int l = 0; l < s.num_layers; ++l) {
+    double f = per_layer + (m.config.plan.computes_kv(l) ? 2.0 * 2.0 * s.kv_dim() * s.hidden_size : 0.0);
+    bool grouped = false;
+    for (const auto& g : cyclic_groups(m.config.plan)) grouped = grouped || (l >= g.begin && l < g.end);
+    flops += f * (grouped ? passes : 1);
+  }
+  flops *= static_cast<double>(B) * S;
+  state.counters["tokens_per_s"] = static_cast<double>(B) * S / (wall / n);
+  state.counters["gemm_flop_per_s"] = flops / (wall / n);
+  state.counters["layers_in_cyclic_group"] = in_group;
+}
+
+}  // namespace
+
+BENCHMARK(BM_CopyBandwidth)->UseManualTime()->Iterations(20)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_GemmBf16)->ArgNames({"n", "bf16_out"})->Args({8192, 0})->Args({8192, 1})->UseManualTime()->Iterations(20)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_DecodeAttention)
+    ->ArgNames({"context", "batch", "lckv", "persist"})
+    ->ArgsProduct({{1024, 4096, 16384, 32768}, {1, 8, 32, 128, 256}, {0, 1}, {0}})
+    ->Args({32768, 1, 1, 1})
+    ->Args({16384, 2, 1, 1})
+    ->Args({4096, 8, 1, 1})
+    ->UseManualTime()
+    ->MinTime(0.05)
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_DecodeOps)
+    ->ArgNames({"op", "batch"})
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7, 8}, {1, 32}})
+    ->UseManualTime()
+    ->Iterations(5)
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_TinyLlamaDecodeStep)
+    ->ArgNames({"batch", "context", "lckv"})
+    ->ArgsProduct({{1, 32, 128}, {1024, 8192}, {0, 1}})
+    ->Iterations(40)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_TinyLlamaPrefill)
+    ->ArgNames({"batch", "prompt", "lckv"})
+    ->ArgsProduct({{1, 8}, {1024}, {0, 1}})
+    ->Iterations(3)
+    ->Unit(benchmark::kMillisecond);
+
+int main(int argc, char** argv) {
+  std::string why;
+  if (!lc::device_available(&why)) {
+    std::printf("bench_cuda: skipped: no CUDA device (%s)\n", why.c_str());
+    return 0;
+  }
+  cudaDeviceProp p{};
+  LCKV_CUDA_CHECK(cudaGetDeviceProperties(&p, 0));
+  benchmark::AddCustomContext("device", p.name);
+  benchmark::AddCustomContext("sms", std::to_string(p.multiProcessorCount));
+  benchmark::AddCustomContext("l2_bytes", std::to_string(p.l2CacheSize));
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# One device call: configure, build, test (+ compute-sanitizer memcheck and
+# racecheck), measure the ceilings and run the CUDA benchmarks; logs go to
+# $OUT (or ./device-out), a short table is printed last.
+#
+#   ../shared/device/deps.sh                    # once, on the development machine
+#   bash bench/cuda/run_device.sh [quick]       # on the GPU machine, from the repo root
+#
+# "quick" runs a reduced benchmark set. Needs CUDA 12+ (nvcc, cuBLAS, CUB),
+# CMake >= 3.25, Ninja, and .device-deps/ from deps.sh (doctest, Google
+# Benchmark, nlohmann-json, Eigen).
+set -uo pipefail
+mode="${1:-full}"
+root="$(pwd)"
+out="${OUT:-$root/device-out}"
+mkdir -p "$out"
+deps="$root/.device-deps/usr"
+export LD_LIBRARY_PATH="$deps/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+export PATH="/usr/local/cuda/bin:$PATH"
+log() { echo "== $*" | tee -a "$out/summary.txt"; }
+
+{
+  date -u +"date: %Y-%m-%dT%H:%M:%SZ"
+  nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem,driver_version --format=csv,noheader
+  nvcc --version | tail -1
+} | tee "$out/summary.txt"
+
+# Bench wiring: bench/CMakeLists.txt adds cuda/ when LCKV_CUDA (added here on this copy if missing).
+if ! grep -q "add_subdirectory(cuda)" bench/CMakeLists.txt 2>/dev/null; then
+  echo 'if(LCKV_CUDA AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/cuda/CMakeLists.txt)
+  add_subdirectory(cuda)
+endif()' >> bench/CMakeLists.txt
+fi
+
+build=build-device
+t0=$(date +%s)
+cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DLCKV_CUDA=ON -DLCKV_BUILD_BENCHMARKS=ON \
+  -DLCKV_BUILD_EXAMPLES=OFF -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH="$deps" >"$out/build.log" 2>&1 \
+  || { tail -30 "$out/build.log"; exit 1; }
+cmake --build $build -j"$(nproc)" --target test_cuda bench_cuda runner_smoke >>"$out/build.log" 2>&1 || { grep -m20 -B2 -A8 "error" "$out/build.log"; exit 1; }
+log "build: $(( $(date +%s) - t0 )) s"
+
+test_rc=0
+$build/bin/test_cuda >"$out/test_cuda.log" 2>&1 || test_rc=$?
+log "test_cuda rc=$test_rc: $(grep -E '^\[doctest\] (test cases|assertions)' "$out/test_cuda.log" | tr '\n' ' ')"
+[ $test_rc -ne 0 ] && grep -B3 -A12 "ERROR\|FATAL" "$out/test_cuda.log" | head -60
+
+smoke_rc=0
+$build/bin/runner_smoke >>"$out/test_cuda.log" 2>&1 || smoke_rc=$?
+log "runner_smoke (lckv compare/generate --device cuda paths) rc=$smoke_rc: $(tail -1 "$out/test_cuda.log")"
+
+san_filter="${SAN_FILTER:-}"
+[ "${SKIP_SAN:-0}" = 1 ] && tools="" || tools="memcheck racecheck"
+for tool in $tools; do
+  t0=$(date +%s)
+  rc=0
+  # The two tests that provoke CUDA errors on purpose (a bad cudaMemcpy, an impossible
+  # cudaMalloc) are left out: the sanitizer counts those API errors. racecheck is slow:
+  # it runs the op suite (every custom kernel: both attention kernels, all masks, sampling).
+  if [ $tool = racecheck ]; then filt='--test-suite=cuda ops'; else filt='--test-suite=*'; fi
+  filt2='--test-case-exclude=*error messages*,*out of device memory*'
+  timeout "${SAN_TIMEOUT:-240}" compute-sanitizer --tool $tool --error-exitcode 99 $build/bin/test_cuda "$filt" "$filt2" $san_filter \
+    >"$out/sanitizer.tmp" 2>&1 || rc=$?
+  log "compute-sanitizer $tool rc=$rc ($(( $(date +%s) - t0 )) s): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer.tmp" | tail -1) $(grep -E '^\[doctest\] test cases' "$out/sanitizer.tmp")"
+  { echo "=== $tool"; cat "$out/sanitizer.tmp"; } >>"$out/sanitizers.log"
+  rm -f "$out/sanitizer.tmp"
+done
+
+[ "$mode" = none ] && exit $test_rc
+if [ "$mode" = quick ]; then
+  filter='BM_CopyBandwidth|BM_GemmBf16|BM_DecodeAttention/context:(4096|32768)/batch:(1|32)/|BM_DecodeOps|BM_TinyLlamaDecodeStep/batch:(1|32)/context:1024'
+else
+  filter='.'
+fi
+t0=$(date +%s)
+timeout "${BENCH_TIMEOUT:-330}" $build/bin/bench_cuda --benchmark_filter="$filter" --benchmark_out="$out/bench_cuda.json" --benchmark_out_format=json \
+  --benchmark_counters_tabular=true >"$out/bench_cuda.log" 2>&1 || log "bench_cuda failed: $(tail -3 "$out/bench_cuda.log")"
+log "benchmarks: $(( $(date +%s) - t0 )) s"
+
+# Where a decode step's time goes (nsys kernel summary), when Nsight Systems is there.
+if [ "${PROFILE:-0}" = 1 ] && command -v nsys >/dev/null; then
+  nsys profile -o "$out/decode_step" --force-overwrite true -t cuda $build/bin/bench_cuda \
+    --benchmark_filter='BM_TinyLlamaDecodeStep/batch:(1|32)/context:1024/lckv:1' >/dev/null 2>&1
+  nsys stats --report cuda_gpu_kern_sum --format csv "$out/decode_step.nsys-rep" 2>/dev/null \
+    | python3 -c "
+import csv, sys
+rows = [r for r in csv.reader(sys.stdin) if len(r) > 8]
+hdr, body = rows[0], rows[1:]
+print('nsys: top kernels of BM_TinyLlamaDecodeStep batch 1 and 32, context 1024, lckv-w2 (share of GPU time, count, avg ns, name)')
+for r in body[:14]: print(f'{r[0]:>6}% {r[2]:>8} {r[3]:>12} {r[-1][:110]}')
+" | tee -a "$out/summary.txt"
+  rm -f "$out"/decode_step.*
+fi
+
+# Nsight Compute on one decode-attention launch, when ncu is there.
+ncu_bin="$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)"
+if [ "${PROFILE:-0}" = 1 ] && [ -n "$ncu_bin" ]; then
+  timeout 180 "$ncu_bin" --kernel-name regex:decode_kernel --launch-skip 40 --launch-count 1 \
+    --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis \
+    $build/bin/bench_cuda --benchmark_filter='BM_DecodeAttention/context:4096/batch:32/lckv:0' 2>&1 \
+    | grep -E "Throughput|Duration|Occupancy|Stall|Registers|Warp Cycles|Hit Rate|Bandwidth|Block Limit|Eligible|Issued" \
+    | head -60 >>"$out/bench_cuda.log"
+  log "ncu ($ncu_bin): see bench_cuda.log"
+else
+  log "ncu: not run (PROFILE=${PROFILE:-0}, ncu='${ncu_bin}')"
+fi
+
+python3 "$root/bench/cuda/summarize.py" "$out/bench_cuda.json" | tee -a "$out/summary.txt"

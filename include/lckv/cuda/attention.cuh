@@ -1,0 +1,902 @@
+#pragma once
+/// \file attention.cuh
+/// Attention over any cache slot view (contiguous, paged, ring) and any mask
+/// policy, one kernel for prefill and decode:
+///
+/// - a block takes a tile of `rows_per_tile` query rows x the `group` query
+///   heads that share one KV head (GQA heads packed: each K/V tile loaded to
+///   shared memory serves all of them), and one split of the keys;
+/// - keys stream through shared memory in tiles of kKeyTile with an online
+///   (running max / running sum) softmax in fp32;
+/// - split-KV: with few query tiles (decode), the keys of a row are cut into
+///   `splits` ranges computed on the device from the row's position, so the
+///   launch is independent of the context length (a CUDA Graph can replay it);
+///   a second kernel merges the partial results;
+/// - masks: the row's key spans come from the same policy structs as the CPU
+///   (lckv/attention/mask.hpp), evaluated on the device per row;
+/// - decode rows (one per block, GQA group <= 8, head_dim 64) go to
+///   decode_kernel_tc (16-bit KV: QK^T and PV on tensor cores) or decode_kernel
+///   (fp32 KV, CUDA cores).
+///
+/// Measured (H200, docs/benchmarks-cuda.md): decode at 16K-32K x batch >= 32
+/// reads KV at 0.66-0.69 of copy bandwidth; v1 (this file's general kernel
+/// for decode) reached 0.07, v2 (register Q, fp32) 0.15.
+///
+/// Rows of one tile normally belong to one sequence (a prefill chunk); a tile
+/// mixing sequences is handled one row at a time (correct, slower).
+
+#include <cfloat>
+#include <climits>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+#include <cub/block/block_reduce.cuh>
+#include <mma.h>
+
+#include "lckv/attention/layer_mask.hpp"
+#include "lckv/attention/mask.hpp"
+#include "lckv/core/buffer.hpp"
+#include "lckv/core/rows.hpp"
+#include "lckv/cuda/dtype.cuh"
+#include "lckv/cuda/error.cuh"
+
+namespace lckv::cuda {
+
+/// A layer's mask as kernel data (MaskSpec without its host-only members).
+struct DeviceMask {
+  int no_diagonal = 0;
+  int window = 0;
+  int sink = 0;
+  static DeviceMask of(const MaskSpec& m) { return {m.no_diagonal ? 1 : 0, m.window, m.sink}; }
+};
+
+/// The key spans of query position i: the CPU's policies, chosen at run time.
+__host__ __device__ inline KeySpans mask_keys(const DeviceMask& m, int i) {
+  if (m.window <= 0) return m.no_diagonal ? mask::NoDiagonal{}.keys(i) : mask::Causal{}.keys(i);
+  if (m.sink > 0)
+    return m.no_diagonal ? mask::SinkWindow<mask::NoDiagonal>{m.sink, m.window}.keys(i)
+                         : mask::SinkWindow<mask::Causal>{m.sink, m.window}.keys(i);
+  return m.no_diagonal ? mask::SlidingWindow<mask::NoDiagonal>{m.window}.keys(i)
+                       : mask::SlidingWindow<mask::Causal>{m.window}.keys(i);
+}
+
+namespace attn {
+
+inline constexpr int kThreads = 128;
+inline constexpr int kKeyTile = 64;
+inline constexpr int kMaxQueries = 64;    ///< rows_per_tile x group per block
+inline constexpr int kDecodeQueries = 8;  ///< the small-register variant's limit
+inline constexpr int kMaxSplits = 128;
+
+template <class Slot>
+struct Params {
+  const float* q;  ///< [n, heads * D], fp32
+  float* out;      ///< [n, heads * D]
+  const RowInfo* rows;
+  int n;
+  Slot slot;
+  DeviceMask mask;
+  int heads;
+  int group;          ///< heads / kv_heads
+  int rows_per_tile;  ///< query rows per block
+  int splits;
+  float scale;
+  float* part_o;   ///< [n, heads, splits, D] unnormalised partial outputs
+  float* part_ml;  ///< [n, heads, splits, 2] running max and sum
+};
+
+/// Shared floats a block needs.
+template <int D>
+constexpr std::size_t smem_floats(int queries) {
+  return static_cast<std::size_t>(queries) * D + kKeyTile * (D + 4) + kKeyTile * D +
+         static_cast<std::size_t>(queries) * kKeyTile;
+}
+
+template <class T>
+struct Vec16 {
+  static constexpr int n = 16 / sizeof(T);
+};
+
+template <class Slot, int D, int MaxQ>
+__global__ void __launch_bounds__(kThreads) attention_kernel(Params<Slot> p) {
+  using T = std::remove_cv_t<std::remove_pointer_t<decltype(p.slot.key(0, 0, 0))>>;
+  constexpr int V = Vec16<T>::n;           // elements per 16-byte load
+  constexpr int KS = D + 4;                // padded K row (conflict-free 16-byte reads)
+  constexpr int QStep = kThreads / kKeyTile;
+  constexpr int QPer = (MaxQ + QStep - 1) / QStep;
+  constexpr int D4 = D / 4;
+  constexpr int AccPer = (MaxQ * D4 + kThreads - 1) / kThreads;
+  constexpr int Loads = kKeyTile * (D / V) / kThreads;
+  static_assert(Loads * kThreads == kKeyTile * (D / V), "tile loads must divide evenly");
+
+  extern __shared__ float4 smem4[];
+  float* smem = reinterpret_cast<float*>(smem4);
+  const int G = p.group, QT = p.rows_per_tile, NQ = QT * G;
+  float* Qs = smem;
+  float* Ks = Qs + static_cast<std::size_t>(NQ) * D;
+  float* Vs = Ks + kKeyTile * KS;
+  float* Ss = Vs + kKeyTile * D;
+
+  __shared__ int r_seq[kMaxQueries];
+  __shared__ KeySpans r_span[kMaxQueries];
+  __shared__ float m_s[kMaxQueries], l_s[kMaxQueries], c_s[kMaxQueries];
+  __shared__ int k_pos[kKeyTile];
+
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int split = blockIdx.x, kvh = blockIdx.y;
+  const int row0 = blockIdx.z * QT;
+  const int nrows = min(QT, p.n - row0);
+  const int q_stride = p.heads * D;
+
+  for (int r = tid; r < QT; r += kThreads) {
+    if (r < nrows) {
+      const RowInfo ri = p.rows[row0 + r];
+      r_seq[r] = ri.seq;
+      r_span[r] = mask_keys(p.mask, ri.pos);
+    } else {
+      r_seq[r] = -1;
+      r_span[r] = KeySpans{0, 0, 0};
+    }
+  }
+  for (int i = tid; i < NQ * D; i += kThreads) {
+    const int q = i / D, d = i % D, r = q / G, h = kvh * G + q % G;
+    Qs[i] = r < nrows ? p.q[static_cast<std::int64_t>(row0 + r) * q_stride + h * D + d] * p.scale : 0.0f;
+  }
+  for (int q = tid; q < NQ; q += kThreads) {
+    m_s[q] = -INFINITY;
+    l_s[q] = 0.0f;
+  }
+  __syncthreads();
+
+  bool uniform = true;
+  for (int r = 1; r < nrows; ++r) uniform = uniform && r_seq[r] == r_seq[0];
+  const int passes = uniform ? 1 : nrows;
+
+  float4 acc[AccPer];
+#pragma unroll
+  for (int i = 0; i < AccPer; ++i) acc[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+
+  for (int pass = 0; pass < passes; ++pass) {
+    const int ra = uniform ? 0 : pass, rb = uniform ? nrows : pass + 1;
+    // Union of the active rows' key spans: [0, S) and [B, E).
+    int S = 0, B = INT_MAX, E = 0;
+    for (int r = ra; r < rb; ++r) {
+      const KeySpans k = r_span[r];
+      if (k.count() == 0) continue;
+      S = max(S, k.sink_end);
+      if (k.end > k.begin) {
+        B = min(B, k.begin);
+        E = max(E, k.end);
+      }
+    }
+    if (B == INT_MAX) B = E = S;
+    if (S >= B) {  // the sink touches the window: one range [0, max(E, S))
+      E = max(E, S);
+      S = 0;
+      B = 0;
+    }
+    const int count = S + (E - B);
+    int chunk = (count + p.splits - 1) / p.splits;
+    chunk = (chunk + kKeyTile - 1) / kKeyTile * kKeyTile;
+    const int start = split * chunk, stop = min(count, start + chunk);
+    const int seq = r_seq[ra];
+
+    // K, V tiles: 16-byte loads into registers, one tile ahead of the math.
+    uint4 kr[Loads], vr[Loads];
+    auto load_tile = [&](int t0) {
+#pragma unroll
+      for (int j = 0; j < Loads; ++j) {
+        const int idx = tid + j * kThreads, key = idx / (D / V), c = idx % (D / V), li = t0 + key;
+        if (li < stop) {
+          const int pos = li < S ? li : B + (li - S);
+          kr[j] = *reinterpret_cast<const uint4*>(p.slot.key(seq, pos, kvh) + c * V);
+          vr[j] = *reinterpret_cast<const uint4*>(p.slot.value(seq, pos, kvh) + c * V);
+        } else {
+          kr[j] = make_uint4(0, 0, 0, 0);
+          vr[j] = make_uint4(0, 0, 0, 0);
+        }
+      }
+    };
+    if (start < stop) load_tile(start);
+    for (int t0 = start; t0 < stop; t0 += kKeyTile) {
+#pragma unroll
+      for (int j = 0; j < Loads; ++j) {
+        const int idx = tid + j * kThreads, key = idx / (D / V), c = idx % (D / V);
+        const T* ke = reinterpret_cast<const T*>(&kr[j]);
+        const T* ve = reinterpret_cast<const T*>(&vr[j]);
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          Ks[key * KS + c * V + e] = to_float(ke[e]);
+          Vs[key * D + c * V + e] = to_float(ve[e]);
+        }
+      }
+      for (int key = tid; key < kKeyTile; key += kThreads) {
+        const int li = t0 + key;
+        k_pos[key] = li < stop ? (li < S ? li : B + (li - S)) : -1;
+      }
+      __syncthreads();
+      if (t0 + kKeyTile < stop) load_tile(t0 + kKeyTile);  // in flight during the math below
+
+      // Scores: thread = (key, every QStep-th query); K row reused from registers.
+      {
+        const int key = tid % kKeyTile, qo = tid / kKeyTile;
+        float s[QPer];
+#pragma unroll
+        for (int i = 0; i < QPer; ++i) s[i] = 0.0f;
+#pragma unroll 4
+        for (int d4 = 0; d4 < D4; ++d4) {
+          const float4 k4 = *reinterpret_cast<const float4*>(Ks + key * KS + 4 * d4);
+#pragma unroll
+          for (int i = 0; i < QPer; ++i) {
+            const int q = qo + i * QStep;
+            if (q < NQ) {
+              const float4 q4 = *reinterpret_cast<const float4*>(Qs + q * D + 4 * d4);
+              s[i] += q4.x * k4.x + q4.y * k4.y + q4.z * k4.z + q4.w * k4.w;
+            }
+          }
+        }
+        const int pos = k_pos[key];
+#pragma unroll
+        for (int i = 0; i < QPer; ++i) {
+          const int q = qo + i * QStep;
+          if (q < NQ) {
+            const int r = q / G;
+            const bool ok = pos >= 0 && r >= ra && r < rb && r_span[r].contains(pos);
+            Ss[q * kKeyTile + key] = ok ? s[i] : -INFINITY;
+          }
+        }
+      }
+      __syncthreads();
+
+      // Online softmax: one warp per query.
+      for (int q = warp; q < NQ; q += kThreads / 32) {
+        float v0 = Ss[q * kKeyTile + lane], v1 = Ss[q * kKeyTile + lane + 32];
+        float mt = fmaxf(v0, v1);
+#pragma unroll
+        for (int o = 16; o > 0; o /= 2) mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, o));
+        const float m_old = m_s[q], m_new = fmaxf(m_old, mt);
+        float corr = 1.0f, p0 = 0.0f, p1 = 0.0f;
+        if (m_new != -INFINITY) {
+          p0 = expf(v0 - m_new);
+          p1 = expf(v1 - m_new);
+          corr = expf(m_old - m_new);
+        }
+        float sum = p0 + p1;
+#pragma unroll
+        for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        Ss[q * kKeyTile + lane] = p0;
+        Ss[q * kKeyTile + lane + 32] = p1;
+        __syncwarp();
+        if (lane == 0) {
+          m_s[q] = m_new;
+          l_s[q] = l_s[q] * corr + sum;
+          c_s[q] = corr;
+        }
+      }
+      __syncthreads();
+
+      // O = O * corr + P V.
+#pragma unroll
+      for (int i = 0; i < AccPer; ++i) {
+        const int idx = tid + i * kThreads, q = idx / D4, d4 = idx % D4;
+        if (q < NQ) {
+          const float c = c_s[q];
+          float4 a = acc[i];
+          a.x *= c;
+          a.y *= c;
+          a.z *= c;
+          a.w *= c;
+#pragma unroll 4
+          for (int k = 0; k < kKeyTile; k += 4) {
+            const float4 pr = *reinterpret_cast<const float4*>(Ss + q * kKeyTile + k);
+            const float pk[4] = {pr.x, pr.y, pr.z, pr.w};
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const float4 v4 = *reinterpret_cast<const float4*>(Vs + (k + e) * D + 4 * d4);
+              a.x += pk[e] * v4.x;
+              a.y += pk[e] * v4.y;
+              a.z += pk[e] * v4.z;
+              a.w += pk[e] * v4.w;
+            }
+          }
+          acc[i] = a;
+        }
+      }
+      __syncthreads();
+    }
+  }
+
+  // Results.
+#pragma unroll
+  for (int i = 0; i < AccPer; ++i) {
+    const int idx = tid + i * kThreads, q = idx / D4, d4 = idx % D4;
+    if (q >= NQ) continue;
+    const int r = q / G, h = kvh * G + q % G;
+    if (r >= nrows) continue;
+    const int row = row0 + r;
+    if (p.splits == 1) {
+      const float l = l_s[q], inv = l > 0.0f ? 1.0f / l : 0.0f;
+      const float4 a = acc[i];
+      *reinterpret_cast<float4*>(p.out + static_cast<std::int64_t>(row) * q_stride + h * D + 4 * d4) =
+          make_float4(a.x * inv, a.y * inv, a.z * inv, a.w * inv);
+    } else {
+      const std::int64_t part = (static_cast<std::int64_t>(row) * p.heads + h) * p.splits + split;
+      *reinterpret_cast<float4*>(p.part_o + part * D + 4 * d4) = acc[i];
+      if (d4 == 0) {
+        p.part_ml[part * 2] = m_s[q];
+        p.part_ml[part * 2 + 1] = l_s[q];
+      }
+    }
+  }
+}
+
+/// Decode specialisation (one query row per block, GQA group <= 8, head_dim 64):
+/// K/V tiles stay in their storage type in shared memory (16-byte stores, no
+/// conversion pass), each query's row lives in registers, 16 threads per query
+/// score 4 keys each, and the next tile's loads are in flight during the math.
+template <class Slot, int D>
+__global__ void __launch_bounds__(kThreads, 4) decode_kernel(Params<Slot> p) {
+  using T = std::remove_cv_t<std::remove_pointer_t<decltype(p.slot.key(0, 0, 0))>>;
+  constexpr int V = Vec16<T>::n;
+  constexpr int Chunks = D / V;                            // 16-byte chunks per key row
+  constexpr int RowBytes = D * static_cast<int>(sizeof(T)) + 16;  // padded: conflict-free row reads
+  constexpr int Loads = kKeyTile * Chunks / kThreads;
+  constexpr int TPQ = kThreads / kDecodeQueries;           // threads per query
+  constexpr int KeysPer = kKeyTile / TPQ;
+  static_assert(Loads * kThreads == kKeyTile * Chunks && D % 4 == 0);
+
+  __shared__ alignas(16) unsigned char Kb[kKeyTile * RowBytes];
+  __shared__ alignas(16) unsigned char Vb[kKeyTile * RowBytes];
+  __shared__ alignas(16) float Ss[kDecodeQueries * kKeyTile];
+  __shared__ float m_s[kDecodeQueries], l_s[kDecodeQueries], c_s[kDecodeQueries];
+  __shared__ int k_pos[kKeyTile];
+
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int split = blockIdx.x, kvh = blockIdx.y, row = blockIdx.z;
+  const int G = p.group, q_stride = p.heads * D;
+  const RowInfo ri = p.rows[row];
+  const KeySpans span = mask_keys(p.mask, ri.pos);
+  int S = span.sink_end, B = span.begin, E = span.end;
+  if (E <= B) B = E = S;
+  const int count = S + (E - B);
+  int chunk = (count + p.splits - 1) / p.splits;
+  chunk = (chunk + kKeyTile - 1) / kKeyTile * kKeyTile;
+  const int start = split * chunk, stop = min(count, start + chunk);
+
+  const int q = tid / TPQ, sub = tid % TPQ;
+  float qreg[D];
+  if (q < G) {
+    const float* src = p.q + static_cast<std::int64_t>(row) * q_stride + (kvh * G + q) * D;
+#pragma unroll
+    for (int d = 0; d < D; d += 4) {
+      const float4 v = *reinterpret_cast<const float4*>(src + d);
+      qreg[d] = v.x * p.scale;
+      qreg[d + 1] = v.y * p.scale;
+      qreg[d + 2] = v.z * p.scale;
+      qreg[d + 3] = v.w * p.scale;
+    }
+  }
+  if (tid < kDecodeQueries) {
+    m_s[tid] = -INFINITY;
+    l_s[tid] = 0.0f;
+  }
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  const int aq = tid / (D / 4), ad4 = tid % (D / 4);  // PV: thread = (query, 4 dims)
+
+  uint4 kr[Loads], vr[Loads];
+  auto load_tile = [&](int t0) {
+#pragma unroll
+    for (int j = 0; j < Loads; ++j) {
+      const int idx = tid + j * kThreads, key = idx / Chunks, c = idx % Chunks, li = t0 + key;
+      if (li < stop) {
+        const int pos = li < S ? li : B + (li - S);
+        kr[j] = *reinterpret_cast<const uint4*>(p.slot.key(ri.seq, pos, kvh) + c * V);
+        vr[j] = *reinterpret_cast<const uint4*>(p.slot.value(ri.seq, pos, kvh) + c * V);
+      } else {
+        kr[j] = make_uint4(0, 0, 0, 0);
+        vr[j] = make_uint4(0, 0, 0, 0);
+      }
+    }
+  };
+  if (start < stop) load_tile(start);
+  __syncthreads();
+  for (int t0 = start; t0 < stop; t0 += kKeyTile) {
+#pragma unroll
+    for (int j = 0; j < Loads; ++j) {
+      const int idx = tid + j * kThreads, key = idx / Chunks, c = idx % Chunks;
+      *reinterpret_cast<uint4*>(Kb + key * RowBytes + c * 16) = kr[j];
+      *reinterpret_cast<uint4*>(Vb + key * RowBytes + c * 16) = vr[j];
+    }
+    if (tid < kKeyTile) {
+      const int li = t0 + tid;
+      k_pos[tid] = li < stop ? (li < S ? li : B + (li - S)) : -1;
+    }
+    __syncthreads();
+    if (t0 + kKeyTile < stop) load_tile(t0 + kKeyTile);
+
+    if (q < G) {
+#pragma unroll
+      for (int j = 0; j < KeysPer; ++j) {
+        const int key = sub + j * TPQ;
+        float s = 0.0f;
+#pragma unroll
+        for (int c = 0; c < Chunks; ++c) {
+          const uint4 raw = *reinterpret_cast<const uint4*>(Kb + key * RowBytes + c * 16);
+          const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+          for (int i = 0; i < V; ++i) s += qreg[c * V + i] * to_float(e[i]);
+        }
+        const int pos = k_pos[key];
+        Ss[q * kKeyTile + key] = (pos >= 0 && span.contains(pos)) ? s : -INFINITY;
+      }
+    }
+    __syncthreads();
+
+    for (int qq = warp; qq < G; qq += kThreads / 32) {
+      const float v0 = Ss[qq * kKeyTile + lane], v1 = Ss[qq * kKeyTile + lane + 32];
+      float mt = fmaxf(v0, v1);
+#pragma unroll
+      for (int o = 16; o > 0; o /= 2) mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, o));
+      const float m_old = m_s[qq], m_new = fmaxf(m_old, mt);
+      float corr = 1.0f, p0 = 0.0f, p1 = 0.0f;
+      if (m_new != -INFINITY) {
+        p0 = expf(v0 - m_new);
+        p1 = expf(v1 - m_new);
+        corr = expf(m_old - m_new);
+      }
+      float sum = p0 + p1;
+#pragma unroll
+      for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      Ss[qq * kKeyTile + lane] = p0;
+      Ss[qq * kKeyTile + lane + 32] = p1;
+      __syncwarp();
+      if (lane == 0) {
+        m_s[qq] = m_new;
+        l_s[qq] = l_s[qq] * corr + sum;
+        c_s[qq] = corr;
+      }
+    }
+    __syncthreads();
+
+    if (aq < G) {
+      const float c = c_s[aq];
+      acc.x *= c;
+      acc.y *= c;
+      acc.z *= c;
+      acc.w *= c;
+#pragma unroll 4
+      for (int k = 0; k < kKeyTile; k += 4) {
+        const float4 pr = *reinterpret_cast<const float4*>(Ss + aq * kKeyTile + k);
+        const float pk[4] = {pr.x, pr.y, pr.z, pr.w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const T* vrow = reinterpret_cast<const T*>(Vb + (k + e) * RowBytes) + 4 * ad4;
+          acc.x += pk[e] * to_float(vrow[0]);
+          acc.y += pk[e] * to_float(vrow[1]);
+          acc.z += pk[e] * to_float(vrow[2]);
+          acc.w += pk[e] * to_float(vrow[3]);
+        }
+      }
+    }
+    __syncthreads();
+  }
+
+  if (aq < G) {
+    const int h = kvh * G + aq;
+    if (p.splits == 1) {
+      const float l = l_s[aq], inv = l > 0.0f ? 1.0f / l : 0.0f;
+      *reinterpret_cast<float4*>(p.out + static_cast<std::int64_t>(row) * q_stride + h * D + 4 * ad4) =
+          make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
+    } else {
+      const std::int64_t part = (static_cast<std::int64_t>(row) * p.heads + h) * p.splits + split;
+      *reinterpret_cast<float4*>(p.part_o + part * D + 4 * ad4) = acc;
+      if (ad4 == 0) {
+        p.part_ml[part * 2] = m_s[aq];
+        p.part_ml[part * 2 + 1] = l_s[aq];
+      }
+    }
+  }
+}
+
+/// Tensor-core decode for 16-bit KV (bf16, fp16), head_dim 64, GQA group <= 8:
+/// the group's queries are the M dimension (padded to 16) of two WMMA products
+/// per key tile, S = Q K^T and O_tile = P V, with K/V tiles in shared memory in
+/// their storage type. Q and P are rounded to the KV type for the products (as
+/// FlashAttention does); the softmax, its running max / sum and the output
+/// accumulation stay fp32. Split-KV and masks as in decode_kernel.
+template <class Slot, int D>
+__global__ void __launch_bounds__(kThreads) decode_kernel_tc(Params<Slot> p) {
+  using namespace nvcuda;
+  using T = std::remove_cv_t<std::remove_pointer_t<decltype(p.slot.key(0, 0, 0))>>;
+  static_assert(sizeof(T) == 2 && D == 64 && kThreads == 128 && kKeyTile == 64);
+  constexpr int V = 8;            // elements per 16-byte load
+  constexpr int Chunks = D / V;
+  constexpr int LD = D + 8;       // 16-bit rows, padded (multiple of 8 for WMMA)
+  constexpr int LDS = kKeyTile + 4;  // fp32 score / output rows
+  constexpr int LDP = kKeyTile + 8;
+  constexpr int Loads = kKeyTile * Chunks / kThreads;
+
+  __shared__ alignas(32) T Qs[16 * LD];
+  __shared__ alignas(32) T Ks[kKeyTile * LD];
+  __shared__ alignas(32) T Vs[kKeyTile * LD];
+  __shared__ alignas(32) T Ps[16 * LDP];
+  __shared__ alignas(32) float Sf[16 * LDS];
+  __shared__ alignas(32) float Of[16 * LDS];
+  __shared__ float m_s[16], l_s[16], c_s[16];
+  __shared__ int k_pos[kKeyTile];
+
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int split = blockIdx.x, kvh = blockIdx.y, row = blockIdx.z;
+  const int G = p.group, q_stride = p.heads * D;
+  const RowInfo ri = p.rows[row];
+  const KeySpans span = mask_keys(p.mask, ri.pos);
+  int S = span.sink_end, B = span.begin, E = span.end;
+  if (E <= B) B = E = S;
+  const int count = S + (E - B);
+  int chunk = (count + p.splits - 1) / p.splits;
+  chunk = (chunk + kKeyTile - 1) / kKeyTile * kKeyTile;
+  const int start = split * chunk, stop = min(count, start + chunk);
+
+  for (int i = tid; i < 16 * D; i += kThreads) {
+    const int r = i / D, d = i % D;
+    const float v = r < G ? p.q[static_cast<std::int64_t>(row) * q_stride + (kvh * G + r) * D + d] * p.scale : 0.0f;
+    Qs[r * LD + d] = from_float<T>(v);
+  }
+  for (int i = tid; i < 16 * LDP; i += kThreads) Ps[i] = from_float<T>(0.0f);  // rows >= G stay zero
+  if (tid < 16) {
+    m_s[tid] = -INFINITY;
+    l_s[tid] = 0.0f;
+    c_s[tid] = 1.0f;
+  }
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  const int aq = tid / (D / 4), ad4 = tid % (D / 4);
+
+  uint4 kr[Loads], vr[Loads];
+  auto load_tile = [&](int t0) {
+#pragma unroll
+    for (int j = 0; j < Loads; ++j) {
+      const int idx = tid + j * kThreads, key = idx / Chunks, c = idx % Chunks, li = t0 + key;
+      if (li < stop) {
+        const int pos = li < S ? li : B + (li - S);
+        kr[j] = *reinterpret_cast<const uint4*>(p.slot.key(ri.seq, pos, kvh) + c * V);
+        vr[j] = *reinterpret_cast<const uint4*>(p.slot.value(ri.seq, pos, kvh) + c * V);
+      } else {
+        kr[j] = make_uint4(0, 0, 0, 0);
+        vr[j] = make_uint4(0, 0, 0, 0);
+      }
+    }
+  };
+  if (start < stop) load_tile(start);
+  __syncthreads();
+  for (int t0 = start; t0 < stop; t0 += kKeyTile) {
+#pragma unroll
+    for (int j = 0; j < Loads; ++j) {
+      const int idx = tid + j * kThreads, key = idx / Chunks, c = idx % Chunks;
+      *reinterpret_cast<uint4*>(Ks + key * LD + c * V) = kr[j];
+      *reinterpret_cast<uint4*>(Vs + key * LD + c * V) = vr[j];
+    }
+    if (tid < kKeyTile) {
+      const int li = t0 + tid;
+      k_pos[tid] = li < stop ? (li < S ? li : B + (li - S)) : -1;
+    }
+    __syncthreads();
+    if (t0 + kKeyTile < stop) load_tile(t0 + kKeyTile);
+
+    {  // S[16, 64] = Q[16, 64] K^T: warp w takes keys [16w, 16w + 16).
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> c;
+      wmma::fill_fragment(c, 0.0f);
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        wmma::load_matrix_sync(a, Qs + kk * 16, LD);
+        wmma::load_matrix_sync(b, Ks + (16 * warp) * LD + kk * 16, LD);
+        wmma::mma_sync(c, a, b, c);
+      }
+      wmma::store_matrix_sync(Sf + 16 * warp, c, LDS, wmma::mem_row_major);
+    }
+    __syncthreads();
+
+    for (int r = warp; r < G; r += kThreads / 32) {
+      const int p0i = k_pos[lane], p1i = k_pos[lane + 32];
+      const float v0 = (p0i >= 0 && span.contains(p0i)) ? Sf[r * LDS + lane] : -INFINITY;
+      const float v1 = (p1i >= 0 && span.contains(p1i)) ? Sf[r * LDS + lane + 32] : -INFINITY;
+      float mt = fmaxf(v0, v1);
+#pragma unroll
+      for (int o = 16; o > 0; o /= 2) mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, o));
+      const float m_old = m_s[r], m_new = fmaxf(m_old, mt);
+      float corr = 1.0f, e0 = 0.0f, e1 = 0.0f;
+      if (m_new != -INFINITY) {
+        e0 = expf(v0 - m_new);
+        e1 = expf(v1 - m_new);
+        corr = expf(m_old - m_new);
+      }
+      float sum = e0 + e1;
+#pragma unroll
+      for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      Ps[r * LDP + lane] = from_float<T>(e0);
+      Ps[r * LDP + lane + 32] = from_float<T>(e1);
+      __syncwarp();
+      if (lane == 0) {
+        m_s[r] = m_new;
+        l_s[r] = l_s[r] * corr + sum;
+        c_s[r] = corr;
+      }
+    }
+    __syncthreads();
+
+    {  // O_tile[16, 64] = P[16, 64] V[64, 64]: warp w takes dims [16w, 16w + 16).
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> c;
+      wmma::fill_fragment(c, 0.0f);
+#pragma unroll
+      for (int kk = 0; kk < kKeyTile / 16; ++kk) {
+        wmma::load_matrix_sync(a, Ps + kk * 16, LDP);
+        wmma::load_matrix_sync(b, Vs + (kk * 16) * LD + 16 * warp, LD);
+        wmma::mma_sync(c, a, b, c);
+      }
+      wmma::store_matrix_sync(Of + 16 * warp, c, LDS, wmma::mem_row_major);
+    }
+    __syncthreads();
+
+    if (aq < G) {
+      const float cr = c_s[aq];
+      const float4 t = *reinterpret_cast<const float4*>(Of + aq * LDS + 4 * ad4);
+      acc.x = acc.x * cr + t.x;
+      acc.y = acc.y * cr + t.y;
+      acc.z = acc.z * cr + t.z;
+      acc.w = acc.w * cr + t.w;
+    }
+  }
+
+  if (aq < G) {
+    const int h = kvh * G + aq;
+    if (p.splits == 1) {
+      const float l = l_s[aq], inv = l > 0.0f ? 1.0f / l : 0.0f;
+      *reinterpret_cast<float4*>(p.out + static_cast<std::int64_t>(row) * q_stride + h * D + 4 * ad4) =
+          make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
+    } else {
+      const std::int64_t part = (static_cast<std::int64_t>(row) * p.heads + h) * p.splits + split;
+      *reinterpret_cast<float4*>(p.part_o + part * D + 4 * ad4) = acc;
+      if (ad4 == 0) {
+        p.part_ml[part * 2] = m_s[aq];
+        p.part_ml[part * 2 + 1] = l_s[aq];
+      }
+    }
+  }
+}
+
+/// StreamingLLM (MaskSpec::rope_theta_on_read > 0): q and the cached keys are
+/// unrotated; each is rotated here by its cache position (KeySpans::cache_position,
+/// query_cache_position), which depends on the query row, so this path is one
+/// warp per (row, query head) walking its keys with an online softmax in fp32.
+/// Lane l owns dims l, l + 32, ...; rotate_half pairs i with i + D/2, both in lane l.
+template <class Slot, int D>
+__global__ void __launch_bounds__(32) attention_rotated_kernel(Params<Slot> p, float theta) {
+  constexpr int N = D / 32, H = N / 2;  // dims per lane, of which H in the first half
+  const int lane = threadIdx.x, row = blockIdx.x / p.heads, h = blockIdx.x % p.heads, kvh = h / p.group;
+  const RowInfo ri = p.rows[row];
+  const KeySpans span = mask_keys(p.mask, ri.pos);
+  float* out = p.out + static_cast<std::int64_t>(row) * p.heads * D + h * D;
+  if (span.count() == 0) {
+#pragma unroll
+    for (int k = 0; k < N; ++k) out[lane + 32 * k] = 0.0f;
+    return;
+  }
+  float inv_freq[H];
+#pragma unroll
+  for (int k = 0; k < H; ++k) {
+    const float e = static_cast<float>(2 * (lane + 32 * k)) / static_cast<float>(D);
+    inv_freq[k] = 1.0f / static_cast<float>(pow(static_cast<double>(theta), static_cast<double>(e)));
+  }
+  auto rotate = [&](float* v, int pos) {
+#pragma unroll
+    for (int k = 0; k < H; ++k) {
+      float sn, cs;
+      sincosf(static_cast<float>(pos) * inv_freq[k], &sn, &cs);
+      const float a = v[k], b = v[k + H];
+      v[k] = a * cs - b * sn;
+      v[k + H] = b * cs + a * sn;
+    }
+  };
+  float q[N];
+  const float* qp = p.q + static_cast<std::int64_t>(row) * p.heads * D + h * D;
+#pragma unroll
+  for (int k = 0; k < N; ++k) q[k] = qp[lane + 32 * k];
+  rotate(q, span.query_cache_position(ri.pos));
+  float m = -INFINITY, l = 0.0f, o[N];
+#pragma unroll
+  for (int k = 0; k < N; ++k) o[k] = 0.0f;
+  auto visit = [&](int j) {
+    const auto* kp = p.slot.key(ri.seq, j, kvh);
+    const auto* vp = p.slot.value(ri.seq, j, kvh);
+    float kv[N];
+#pragma unroll
+    for (int k = 0; k < N; ++k) kv[k] = to_float(kp[lane + 32 * k]);
+    rotate(kv, span.cache_position(j));
+    float dot = 0.0f;
+#pragma unroll
+    for (int k = 0; k < N; ++k) dot += q[k] * kv[k];
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+    const float sc = dot * p.scale, m_new = fmaxf(m, sc), corr = expf(m - m_new), pj = expf(sc - m_new);
+    l = l * corr + pj;
+#pragma unroll
+    for (int k = 0; k < N; ++k) o[k] = o[k] * corr + pj * to_float(vp[lane + 32 * k]);
+    m = m_new;
+  };
+  for (int j = 0; j < span.sink_end; ++j) visit(j);
+  for (int j = span.begin; j < span.end; ++j) visit(j);
+#pragma unroll
+  for (int k = 0; k < N; ++k) out[lane + 32 * k] = o[k] / l;
+}
+
+/// Merges split partials: out = sum_s o_s e^{m_s - M} / sum_s l_s e^{m_s - M}.
+/// One block of D threads per (row, head): the split weights are computed in
+/// parallel, then each thread sums its dimension over the splits with the
+/// loads unrolled (a serial dependent loop here cost more than the attention).
+template <int D>
+__global__ void __launch_bounds__(D) combine_kernel(const float* part_o, const float* part_ml, float* out, int heads,
+                                                    int splits) {
+  using Reduce = cub::BlockReduce<float, D>;
+  __shared__ typename Reduce::TempStorage tmp;
+  __shared__ float w[kMaxSplits];
+  __shared__ float M_s, L_s;
+  const int row = blockIdx.x / heads, h = blockIdx.x % heads, d = threadIdx.x;
+  const std::int64_t base = (static_cast<std::int64_t>(row) * heads + h) * splits;
+  float m = -INFINITY;
+  for (int s = d; s < splits; s += D) m = fmaxf(m, part_ml[(base + s) * 2]);
+  const float M = Reduce(tmp).Reduce(m, [](float a, float b) { return fmaxf(a, b); });
+  if (d == 0) M_s = M;
+  __syncthreads();
+  float l = 0.0f;
+  for (int s = d; s < splits; s += D) {
+    const float ms = part_ml[(base + s) * 2];
+    const float ws = (M_s == -INFINITY || ms == -INFINITY) ? 0.0f : expf(ms - M_s);
+    w[s] = ws;
+    l += part_ml[(base + s) * 2 + 1] * ws;
+  }
+  const float L = Reduce(tmp).Sum(l);
+  if (d == 0) L_s = L;
+  __syncthreads();
+  float o = 0.0f;
+#pragma unroll 8
+  for (int s = 0; s < splits; ++s) o += part_o[(base + s) * D + d] * w[s];
+  out[static_cast<std::int64_t>(row) * heads * D + h * D + d] = L_s > 0.0f ? o / L_s : 0.0f;
+}
+
+}  // namespace attn
+
+/// How one attention call is cut into blocks.
+struct AttentionLaunch {
+  int rows_per_tile = 1;
+  int splits = 1;
+};
+
+/// Picks the tiling: whole query tiles when rows come in runs of one sequence
+/// (prefill), one row per block otherwise (decode), and enough key splits to
+/// give every SM a few blocks.
+/// `max_keys` (a bound on any row's key count, e.g. a power of two above the
+/// longest position) keeps at least two key tiles per split.
+inline AttentionLaunch plan_attention(int n, int heads, int kv_heads, bool prefill_rows, int num_sms,
+                                      int max_keys = 1 << 30) {
+  AttentionLaunch l;
+  const int group = heads / kv_heads;
+  l.rows_per_tile = prefill_rows ? std::max(1, attn::kMaxQueries / group) : 1;
+  const int tiles = (n + l.rows_per_tile - 1) / l.rows_per_tile;
+  const long blocks = static_cast<long>(tiles) * kv_heads;
+  const long want = 4L * num_sms;
+  l.splits = blocks >= want ? 1 : static_cast<int>(std::min<long>(attn::kMaxSplits, (want + blocks - 1) / blocks));
+  l.splits = std::max(1, std::min(l.splits, max_keys / (2 * attn::kKeyTile)));
+  return l;
+}
+
+/// Workspace floats plan `l` needs for n rows.
+inline std::size_t attention_workspace_floats(int n, int heads, int head_dim, const AttentionLaunch& l) {
+  return l.splits == 1 ? 0 : static_cast<std::size_t>(n) * heads * l.splits * (head_dim + 2);
+}
+
+template <class Slot, int D, int MaxQ>
+void launch_attention_q(const attn::Params<Slot>& p, int kv_heads, cudaStream_t s) {
+  const int nq = p.rows_per_tile * p.group;
+  const std::size_t smem = attn::smem_floats<D>(nq) * sizeof(float);
+  static const bool raised = [] {
+    LCKV_CUDA_CHECK(cudaFuncSetAttribute(attn::attention_kernel<Slot, D, MaxQ>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(attn::smem_floats<D>(MaxQ) * sizeof(float))));
+    return true;
+  }();
+  (void)raised;
+  const dim3 grid(p.splits, kv_heads, (p.n + p.rows_per_tile - 1) / p.rows_per_tile);
+  attn::attention_kernel<Slot, D, MaxQ><<<grid, attn::kThreads, smem, s>>>(p);
+  LCKV_CUDA_CHECK_LAUNCH("attention_kernel");
+}
+
+/// Decode blocks (few queries: one row's GQA group) get a small-register
+/// variant so more blocks fit an SM; prefill tiles the full kMaxQueries.
+template <class Slot, int D>
+void launch_attention_d(const attn::Params<Slot>& p, int kv_heads, cudaStream_t s) {
+  if constexpr (D == 64) {
+    if (p.rows_per_tile == 1 && p.group <= attn::kDecodeQueries) {
+      const dim3 grid(p.splits, kv_heads, p.n);
+      using T = std::remove_cv_t<std::remove_pointer_t<decltype(p.slot.key(0, 0, 0))>>;
+      if constexpr (sizeof(T) == 2) {
+        attn::decode_kernel_tc<Slot, D><<<grid, attn::kThreads, 0, s>>>(p);
+        LCKV_CUDA_CHECK_LAUNCH("decode_kernel_tc");
+      } else {
+        attn::decode_kernel<Slot, D><<<grid, attn::kThreads, 0, s>>>(p);
+        LCKV_CUDA_CHECK_LAUNCH("decode_kernel");
+      }
+      if (p.splits > 1) {
+        attn::combine_kernel<D><<<p.n * p.heads, D, 0, s>>>(p.part_o, p.part_ml, p.out, p.heads, p.splits);
+        LCKV_CUDA_CHECK_LAUNCH("attention combine_kernel");
+      }
+      return;
+    }
+  }
+  if (p.rows_per_tile * p.group <= attn::kDecodeQueries) launch_attention_q<Slot, D, attn::kDecodeQueries>(p, kv_heads, s);
+  else launch_attention_q<Slot, D, attn::kMaxQueries>(p, kv_heads, s);
+  if (p.splits > 1) {
+    attn::combine_kernel<D><<<p.n * p.heads, D, 0, s>>>(p.part_o, p.part_ml, p.out, p.heads, p.splits);
+    LCKV_CUDA_CHECK_LAUNCH("attention combine_kernel");
+  }
+}
+
+/// out[r, h] = softmax over the keys mask allows at rows[r].pos of q.K / sqrt(d), times V;
+/// zero where it allows none. q, out: [n, heads * head_dim] device fp32; rows: [n] device.
+/// `workspace` holds attention_workspace_floats(...) floats when l.splits > 1.
+template <class Slot>
+void attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows, const MaskSpec& mask, int heads,
+               MatrixView<float> out, const AttentionLaunch& l, float* workspace, cudaStream_t s) {
+  if (q.rows == 0) return;
+  if (heads % slot.kv_heads != 0)
+    throw InvalidArgument("cuda attention: heads = " + std::to_string(heads) + " is not a multiple of kv_heads = " +
+                          std::to_string(slot.kv_heads));
+  const int group = heads / slot.kv_heads;
+  if (group * l.rows_per_tile > attn::kMaxQueries)
+    throw InvalidArgument("cuda attention: " + std::to_string(group) + " query heads per KV head x " +
+                          std::to_string(l.rows_per_tile) + " rows exceeds " + std::to_string(attn::kMaxQueries));
+  attn::Params<Slot> p{q.data,
+                       out.data,
+                       rows,
+                       q.rows,
+                       slot,
+                       DeviceMask::of(mask),
+                       heads,
+                       group,
+                       l.rows_per_tile,
+                       l.splits,
+                       1.0f / std::sqrt(static_cast<float>(slot.head_dim)),
+                       workspace,
+                       workspace ? workspace + static_cast<std::size_t>(q.rows) * heads * l.splits * slot.head_dim : nullptr};
+  if (l.splits > 1 && !workspace) throw InvalidArgument("cuda attention: split-KV needs a workspace");
+  if (l.splits < 1 || l.splits > attn::kMaxSplits)
+    throw InvalidArgument("cuda attention: splits = " + std::to_string(l.splits) + ", expected 1.." +
+                          std::to_string(attn::kMaxSplits));
+  if (mask.rope_theta_on_read > 0.0f) {
+    auto launch = [&](auto d) {
+      constexpr int D = decltype(d)::value;
+      attn::attention_rotated_kernel<Slot, D><<<q.rows * heads, 32, 0, s>>>(p, mask.rope_theta_on_read);
+      LCKV_CUDA_CHECK_LAUNCH("attention_rotated_kernel");
+    };
+    if (slot.head_dim == 64) launch(std::integral_constant<int, 64>{});
+    else if (slot.head_dim == 128) launch(std::integral_constant<int, 128>{});
+    else
+      throw InvalidArgument("cuda attention: head_dim = " + std::to_string(slot.head_dim) +
+                            " is not compiled in (supported: 64, 128)");
+    return;
+  }
+  switch (slot.head_dim) {
+    case 64: launch_attention_d<Slot, 64>(p, slot.kv_heads, s); break;
+    case 128: launch_attention_d<Slot, 128>(p, slot.kv_heads, s); break;
+    default:
+      throw InvalidArgument("cuda attention: head_dim = " + std::to_string(slot.head_dim) +
+                            " is not compiled in (supported: 64, 128)");
+  }
+}
+
+}  // namespace lckv::cuda

@@ -1,0 +1,225 @@
+#pragma once
+/// \file backend.cuh
+/// The CUDA backend: the op set of CpuBackend (lckv/cpu/backend.hpp) on the
+/// GPU, so the model code is shared:
+///
+/// \code
+///   lckv::cuda::DeviceWeights<__nv_bfloat16> weights(host_weights);
+///   lckv::ContiguousCache<__nv_bfloat16, lckv::cuda::DeviceMemory> cache(lckv::CacheGeometry::of(config), 8, 4096);
+///   lckv::Transformer<lckv::cuda::CudaBackend<__nv_bfloat16>, decltype(cache)> model(config, weights.view());
+/// \endcode
+///
+/// Weights are `W` (fp32, bf16, fp16), activations fp32, the cache's element
+/// type is the KV type. All work goes to one stream; `download` synchronises.
+/// Decode steps (every chunk one token) are recorded once as a CUDA Graph and
+/// replayed (Transformer calls `step`); prefill runs launch eagerly.
+/// Copies of a backend share one context (stream, cuBLAS handle, scratch).
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "lckv/attention/layer_mask.hpp"
+#include "lckv/core/buffer.hpp"
+#include "lckv/core/rows.hpp"
+#include "lckv/cuda/attention.cuh"
+#include "lckv/cuda/device_memory.cuh"
+#include "lckv/cuda/dtype.cuh"
+#include "lckv/cuda/error.cuh"
+#include "lckv/cuda/gemm.cuh"
+#include "lckv/cuda/graph.cuh"
+#include "lckv/cuda/ops.cuh"
+#include "lckv/cuda/sampling.cuh"
+#include "lckv/cuda/stream.cuh"
+
+namespace lckv::cuda {
+
+struct CudaBackendOptions {
+  bool graphs = true;   ///< record decode steps as CUDA Graphs
+  bool poison = false;  ///< fill new activation buffers with NaN bytes (tests: unwritten reads show)
+};
+
+template <StorageType W = __nv_bfloat16>
+class CudaBackend {
+public:
+  using Memory = DeviceMemory;
+  using WeightT = W;
+  template <class T>
+  using Buffer = DeviceBuffer<T>;
+  static constexpr const char* name = "cuda";
+
+  CudaBackend() : CudaBackend(CudaBackendOptions{}) {}
+  explicit CudaBackend(CudaBackendOptions o) : ctx_(std::make_shared<Context>(o)) {}
+
+  cudaStream_t stream() const { return ctx_->stream.get(); }
+  void synchronize() const { ctx_->stream.synchronize(); }
+  const StepGraphs& graphs() const { return ctx_->graphs; }
+  void set_graphs(bool on) { ctx_->options.graphs = on; }
+
+  template <class T>
+  Buffer<T> alloc(std::size_t n) const {
+    Buffer<T> b(n);
+    if (ctx_->options.poison) b.fill_bytes(0xFF);
+    return b;
+  }
+
+  /// Copies row / index metadata to device memory. Each run's stages land at
+  /// the same offsets of one arena (reset by `step`), so a graph recorded for
+  /// one step reads the next step's data.
+  const RowInfo* stage(const std::vector<RowInfo>& rows) {
+    bool runs = false;
+    int longest = 1;
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      if (i > 0) runs = runs || rows[i].seq == rows[i - 1].seq;
+      longest = std::max(longest, rows[i].pos + 1);
+    }
+    ctx_->prefill_rows = runs;
+    // Keys per row, rounded up to a power of two: bounds the split count (and is part of a graph's key).
+    int bucket = 64;
+    while (bucket < longest) bucket *= 2;
+    ctx_->key_bucket = bucket;
+    return static_cast<const RowInfo*>(ctx_->stage_bytes(rows.data(), rows.size() * sizeof(RowInfo)));
+  }
+  const int* stage(const std::vector<int>& ints) {
+    return static_cast<const int*>(ctx_->stage_bytes(ints.data(), ints.size() * sizeof(int)));
+  }
+  /// Device -> host copy of a result (synchronises the stream).
+  void download(MatrixView<const float> src, float* host) const {
+    if (src.size() == 0) return;
+    LCKV_CUDA_CHECK(cudaMemcpyAsync(host, src.data, static_cast<std::size_t>(src.size()) * sizeof(float),
+                                    cudaMemcpyDeviceToHost, stream()));
+    synchronize();
+  }
+
+  void embed(const int* tokens, const W* table, MatrixView<float> out) const { cuda::embed(tokens, table, out, stream()); }
+  void rmsnorm(MatrixView<const float> x, const W* w, float eps, MatrixView<float> out) const {
+    cuda::rmsnorm(x, w, eps, out, stream());
+  }
+  void linear(MatrixView<const float> x, const W* w, MatrixView<float> y, bool accumulate = false) const {
+    if constexpr (!std::is_same_v<W, float>)
+      if (!ctx_->capturing) ctx_->gemm.reserve_activation(static_cast<std::size_t>(x.size()));
+    ctx_->gemm.linear(x, w, y, accumulate);
+  }
+  void rope(MatrixView<float> x, int heads, int head_dim, const RowInfo* rows, float theta) const {
+    cuda::rope(x, heads, head_dim, rows, theta, stream());
+  }
+  void swiglu(MatrixView<float> gate, MatrixView<const float> up) const { cuda::swiglu(gate, up, stream()); }
+  void copy(MatrixView<const float> src, MatrixView<float> dst) const { cuda::copy(src, dst, stream()); }
+  void gather_rows(MatrixView<const float> src, const int* index, MatrixView<float> dst) const {
+    cuda::gather_rows(src, index, dst, stream());
+  }
+  template <class Slot>
+  void store_kv(MatrixView<const float> k, MatrixView<const float> v, const Slot& slot, const RowInfo* rows) const {
+    cuda::store_kv(k, v, slot, rows, stream());
+  }
+  template <class Slot>
+  void zero_kv(const Slot& slot, const RowInfo* rows, int n) const {
+    cuda::zero_kv(slot, rows, n, stream());
+  }
+  template <class Slot>
+  void attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows, const MaskSpec& mask, int heads,
+                 MatrixView<float> out) const {
+    // Short contexts get few splits (the merge costs a launch and a pass).
+    const AttentionLaunch l =
+        plan_attention(q.rows, heads, slot.kv_heads, ctx_->prefill_rows, ctx_->num_sms, ctx_->key_bucket);
+    const std::size_t ws = attention_workspace_floats(q.rows, heads, slot.head_dim, l);
+    if (ws > ctx_->attn_ws.size()) {
+      if (ctx_->capturing) throw CudaError("cuda attention: workspace would grow during graph capture");
+      ctx_->attn_ws = DeviceBuffer<float>(ws);
+    }
+    cuda::attention(q, slot, rows, mask, heads, out, l, ctx_->attn_ws.data(), stream());
+  }
+
+  /// Tokens for rows of device logits [rows, vocab], one uniform each (see sampling.cuh).
+  std::vector<int> sample(MatrixView<const float> logits, const SamplingParams& params, std::span<const double> u) const {
+    return ctx_->sampler.sample(logits, params, u, stream());
+  }
+
+  /// Device milliseconds of the last run's compute (excludes staging and the logits download).
+  float last_step_ms() const { return ctx_->step_end.since(ctx_->step_begin); }
+
+  /// The Transformer's hook around one run's compute: decode steps
+  /// (`capturable`) go through a CUDA Graph keyed by `key` plus this
+  /// backend's own buffer addresses. Resets the staging arena afterwards.
+  template <class F>
+  void step(std::vector<std::int64_t> key, bool capturable, F&& compute) {
+    struct Reset {
+      Context* c;
+      ~Reset() { c->end_run(); }
+    } reset{ctx_.get()};
+    ctx_->step_begin.record(stream());
+    struct Timed {
+      Context* c;
+      cudaStream_t s;
+      ~Timed() { cudaEventRecord(c->step_end.get(), s); }
+    } timed{ctx_.get(), stream()};
+    if (!capturable || !ctx_->options.graphs) {
+      compute();
+      return;
+    }
+    key.push_back(reinterpret_cast<std::int64_t>(ctx_->arena.data()));
+    key.push_back(reinterpret_cast<std::int64_t>(ctx_->attn_ws.data()));
+    key.push_back(static_cast<std::int64_t>(ctx_->attn_ws.size()));
+    key.push_back(reinterpret_cast<std::int64_t>(ctx_->gemm.activation_data()));
+    key.push_back(ctx_->key_bucket);
+    ctx_->graphs.run(key, stream(), [&](bool capturing) {
+      ctx_->capturing = capturing;
+      struct Off {
+        Context* c;
+        ~Off() { c->capturing = false; }
+      } off{ctx_.get()};
+      compute();
+    });
+  }
+
+private:
+  struct Context {
+    explicit Context(CudaBackendOptions o) : options(o), gemm(stream.get()) {
+      int dev = 0;
+      LCKV_CUDA_CHECK(cudaGetDevice(&dev));
+      LCKV_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, dev));
+    }
+    const void* stage_bytes(const void* host, std::size_t bytes) {
+      const std::size_t at = (offset + 255) / 256 * 256;
+      if (at + bytes > arena.size()) {
+        // Earlier stages of this run still point into the old arena: keep it until the run ends.
+        retired.push_back(std::move(arena));
+        arena = DeviceBuffer<unsigned char>(std::max<std::size_t>(2 * (at + bytes), 1u << 16));
+        offset = 0;
+        return stage_bytes(host, bytes);
+      }
+      if (bytes) LCKV_CUDA_CHECK(cudaMemcpyAsync(arena.data() + at, host, bytes, cudaMemcpyHostToDevice, stream.get()));
+      offset = at + bytes;
+      return arena.data() + at;
+    }
+    void end_run() {
+      offset = 0;
+      if (!retired.empty()) {
+        stream.synchronize();
+        retired.clear();
+      }
+    }
+
+    CudaBackendOptions options;
+    Stream stream;
+    Gemm gemm;
+    Sampler sampler;
+    StepGraphs graphs;
+    Event step_begin, step_end;
+    DeviceBuffer<unsigned char> arena;
+    std::vector<DeviceBuffer<unsigned char>> retired;
+    std::size_t offset = 0;
+    DeviceBuffer<float> attn_ws;
+    int num_sms = 1;
+    bool prefill_rows = false;
+    int key_bucket = 1 << 30;
+    bool capturing = false;
+  };
+  std::shared_ptr<Context> ctx_;
+};
+
+}  // namespace lckv::cuda

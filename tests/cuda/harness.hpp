@@ -1,0 +1,101 @@
+#pragma once
+/// \file harness.hpp
+/// The GPU side of the CUDA tests behind a plain C++ interface: test_cuda.cpp
+/// (doctest, the Eigen CPU reference) calls these; harness.cu (nvcc, no Eigen)
+/// implements them with lckv/cuda. Every op's device output is poisoned (NaN
+/// bytes) before the op runs, so an element it fails to write fails the test.
+
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "lckv/attention/layer_mask.hpp"
+#include "lckv/core/rows.hpp"
+#include "lckv/engine/forward_options.hpp"
+#include "lckv/engine/sampling.hpp"
+#include "lckv/model/config.hpp"
+#include "lckv/model/weights.hpp"
+
+namespace lckv::cudatest {
+
+enum class DType { F32, BF16, F16 };
+enum class Layout { Contiguous, Paged, Ring };
+const char* name(DType t);
+const char* name(Layout l);
+
+/// True when a CUDA device can run kernels; `why` otherwise.
+bool gpu_available(std::string* why);
+std::string device_name();
+
+/// x rounded to `t` and back (what the GPU stores for fp32 input x).
+float round_to(DType t, float x);
+
+std::vector<float> embed(const std::vector<int>& tokens, const std::vector<float>& table, int hidden, DType w);
+std::vector<float> rmsnorm(const std::vector<float>& x, int rows, int cols, const std::vector<float>& w, float eps, DType wt);
+/// y = x W^T, or y0 + x W^T when y0 is given. x: [rows, in]; w: [out, in].
+std::vector<float> linear(const std::vector<float>& x, int rows, int in, const std::vector<float>& w, int out, DType wt,
+                          const std::vector<float>* y0);
+std::vector<float> rope(const std::vector<float>& x, int cols, int heads, int head_dim, const std::vector<RowInfo>& rows,
+                        float theta);
+std::vector<float> swiglu(const std::vector<float>& gate, const std::vector<float>& up);
+std::vector<float> copy(const std::vector<float>& x);
+std::vector<float> gather_rows(const std::vector<float>& src, int cols, const std::vector<int>& index);
+
+/// An attention problem: every sequence's K/V for positions [0, length[s]) are
+/// stored through store_kv into a fresh cache of `layout`, then `rows` query.
+struct AttentionCase {
+  Layout layout = Layout::Contiguous;
+  DType kv = DType::F32;
+  int heads = 8, kv_heads = 2, head_dim = 64, max_len = 64, page_size = 16;
+  std::vector<int> length;              ///< per sequence
+  std::vector<std::vector<float>> k, v;  ///< per sequence [length, kv_heads * head_dim]
+  std::vector<RowInfo> rows;
+  std::vector<float> q;  ///< [rows, heads * head_dim]
+  MaskSpec mask;
+  bool prefill_tiles = false;  ///< tile query rows (prefill) instead of one row per block (decode)
+  int splits = 0;              ///< 0: the backend's choice
+};
+std::vector<float> attention(const AttentionCase& c);
+/// The cache contents (K then V, [seq][pos][kv_head][dim]) after store_kv of every
+/// position and zero_kv of `zero_rows`.
+std::vector<float> store_then_zero(const AttentionCase& c, const std::vector<RowInfo>& zero_rows);
+
+std::vector<int> sample(const std::vector<float>& logits, int rows, int vocab, const SamplingParams& p,
+                        const std::vector<double>& u);
+
+/// Throws the CudaError of a bad cudaMemcpy and returns its message.
+std::string provoke_cuda_error();
+
+/// A Transformer on the GPU over a cache of `layout` with poisoned (NaN) initial
+/// scratch and cache memory.
+class GpuModel {
+public:
+  struct Options {
+    DType weights = DType::F32;
+    DType kv = DType::F32;
+    Layout layout = Layout::Contiguous;
+    int max_sequences = 4;
+    int max_length = 64;
+    int page_size = 8;
+    int ring_chunk = 64;
+    bool graphs = true;
+  };
+  GpuModel(const ModelConfig& config, const HostWeights& weights, const Options& options);
+  ~GpuModel();
+  int open();
+  void close(int seq);
+  Logits forward(std::span<const SequenceChunk> chunks, ForwardOptions options = {});
+  long graph_captures() const;
+  long graph_replays() const;
+  std::size_t cache_bytes() const;
+  /// Tries to allocate a second cache of `max_length` positions per sequence; rethrows its error.
+  void allocate_another_cache(int max_sequences, long long max_length);
+
+  struct Impl;
+
+private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lckv::cudatest
