@@ -162,6 +162,10 @@ inline std::string fixed(double v, int digits) {
   return buf;
 }
 
+/// Throws unless `device` can run here: "cpu" always; "cuda" only in a build with
+/// the CUDA backend (LCKV_WITH_CUDA) on a machine with a CUDA device.
+void require_device(const std::string& device);
+
 // Subcommands, one file each.
 void add_plan_command(CLI::App& app);
 void add_compare_command(CLI::App& app);

@@ -8,6 +8,9 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_common.hpp"
+#ifdef LCKV_WITH_CUDA
+#include "cuda_runner.hpp"
+#endif
 
 namespace lckv::cli {
 namespace {
@@ -37,6 +40,7 @@ struct CompareCommand {
   std::string shape = "llama-tiny";
   std::string device = "cpu";
   std::string cache = "ring";
+  std::string dtype = "fp32";
   std::vector<std::string> variants;
   int batch = 4;
   int prompt_len = 32;
@@ -99,6 +103,24 @@ struct CompareCommand {
     ModelConfig config = configs::make(s, v.plan);
     config.attention.sliding_window = window;
     const HostWeights weights = HostWeights::random(config, seed);
+#ifdef LCKV_WITH_CUDA
+    if (device == "cuda") {
+      const CudaCompareRow r =
+          cuda_compare(v.name, config, weights, cache, dtype, batch, prompt_len, gen, check_tokens, seed);
+      Row row;
+      row.variant = r.variant;
+      row.layer_types = r.layer_types;
+      row.cache = r.cache;
+      row.kv_layers = r.kv_layers;
+      row.kv_bytes_per_token = r.kv_bytes_per_token;
+      row.cache_bytes = r.cache_bytes;
+      row.prefill_ms = r.prefill_ms;
+      row.decode_tokens_per_s = r.decode_tokens_per_s;
+      row.max_abs_delta_logit = r.max_abs_delta_logit;
+      row.prefill_mode = r.prefill_mode;
+      return row;
+    }
+#endif
     const int max_length = prompt_len + std::max(gen, check_tokens) + 1;
     const CacheGeometry g = CacheGeometry::of(config);
     Row row;
@@ -118,17 +140,19 @@ struct CompareCommand {
   }
 
   void run() const {
-    if (device == "cuda")
-      throw InvalidArgument("--device cuda: this lckv was built without the CUDA backend (configure with -DLCKV_CUDA=ON)");
+    require_device(device);
+    if (device == "cpu" && dtype != "fp32")
+      throw CLI::ValidationError("--dtype", dtype + " needs --device cuda; the CPU backend computes in fp32");
     const ModelShape s = shape_by_name(shape);
     std::vector<Variant> chosen;
     for (const auto& v : default_variants(s.num_layers))
       if (variants.empty() || std::find(variants.begin(), variants.end(), v.name) != variants.end()) chosen.push_back(v);
     if (!json)
-      std::printf("lckv compare: %s shape (%d layers, hidden %d, %d/%d heads), random weights seed %llu, fp32 on CPU\n"
+      std::printf("lckv compare: %s shape (%d layers, hidden %d, %d/%d heads), random weights seed %llu, %s on %s\n"
                   "batch %d x (%d prompt + %d generated) tokens, %s cache, YOCO window %d\n\n",
                   shape.c_str(), s.num_layers, s.hidden_size, s.num_heads, s.num_kv_heads,
-                  static_cast<unsigned long long>(seed), batch, prompt_len, gen, cache.c_str(), window);
+                  static_cast<unsigned long long>(seed), dtype.c_str(), device == "cuda" ? "CUDA" : "CPU", batch,
+                  prompt_len, gen, cache.c_str(), window);
     std::vector<Row> rows;
     for (const auto& v : chosen) rows.push_back(run_variant(v, s));
 
@@ -139,6 +163,8 @@ struct CompareCommand {
       j["prompt_len"] = prompt_len;
       j["gen"] = gen;
       j["cache"] = cache;
+      j["device"] = device;
+      j["dtype"] = dtype;
       j["seed"] = seed;
       for (const auto& r : rows)
         j["variants"].push_back({{"variant", r.variant}, {"layer_types", r.layer_types}, {"kv_layers", r.kv_layers},
@@ -174,6 +200,8 @@ void add_compare_command(CLI::App& app) {
   cmd->add_option("--device", o.device, "cpu | cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--cache", o.cache, "cache layout: ring (windowed layers keep only the window) | contiguous | paged")
       ->check(CLI::IsMember({"ring", "contiguous", "paged"}));
+  cmd->add_option("--dtype", o.dtype, "weights and KV: fp32 | bf16 (bf16 on CUDA only)")
+      ->check(CLI::IsMember({"fp32", "bf16"}));
   cmd->add_option("--variants", o.variants, "subset of: standard lckv-w2 lckv-w0 cla-g2 yoco")
       ->check(CLI::IsMember({"standard", "lckv-w2", "lckv-w0", "cla-g2", "yoco"}))
       ->delimiter(',');

@@ -7,6 +7,9 @@
 #include <optional>
 
 #include "cli_common.hpp"
+#ifdef LCKV_WITH_CUDA
+#include "cuda_runner.hpp"
+#endif
 #include "lckv/io/checkpoint.hpp"
 #include "lckv/io/tokenizer.hpp"
 
@@ -23,6 +26,7 @@ struct GenerateCommand {
   PlanOptions plan;
   std::string shape = "llama-tiny";
   std::string device = "cpu";
+  std::string dtype = "fp32";
   std::string prompt_ids;
   std::string prompt_text;
   std::string model_dir;
@@ -36,9 +40,21 @@ struct GenerateCommand {
   std::uint64_t weights_seed = 1;
   bool json = false;
 
+  GenerationResult run_generation(const ModelConfig& config, const HostWeights& weights, const GenerationRequest& request,
+                                  const GenerateOptions& options, GenerationStats& stats) const {
+#ifdef LCKV_WITH_CUDA
+    if (device == "cuda") return cuda_generate(config, weights, {request}, options, &stats, dtype).front();
+#endif
+    const int length = static_cast<int>(request.prompt.size()) + request.max_new_tokens;
+    ContiguousCache<float> cache(CacheGeometry::of(config), 1, length);
+    Transformer<CpuBackend, ContiguousCache<float>> model(config, weights.view());
+    return generate(model, cache, {request}, options, &stats).front();
+  }
+
   void run() const {
-    if (device == "cuda")
-      throw InvalidArgument("--device cuda: this lckv was built without the CUDA backend (configure with -DLCKV_CUDA=ON)");
+    require_device(device);
+    if (device == "cpu" && dtype != "fp32")
+      throw CLI::ValidationError("--dtype", dtype + " needs --device cuda; the CPU backend computes in fp32");
     if (prompt_ids.empty() == prompt_text.empty())
       throw CLI::ValidationError("--prompt/--prompt-ids", "give exactly one, e.g. --prompt-ids 1,15043,3186");
     if (!prompt_text.empty() && model_dir.empty())
@@ -66,15 +82,12 @@ struct GenerateCommand {
     else if (loaded && loaded->meta.eos_token_id) request.eos = *loaded->meta.eos_token_id;
     request.seed = seed;
 
-    const int length = static_cast<int>(request.prompt.size()) + max_new;
-    ContiguousCache<float> cache(CacheGeometry::of(config), 1, length);
-    Transformer<CpuBackend, ContiguousCache<float>> model(config, weights.view());
     Progress progress("generating", max_new);
     GenerateOptions options;
     options.prefill = parse_prefill_mode(prefill);
     options.on_progress = [&](long done, long) { progress.update(done); };
     GenerationStats stats;
-    const auto result = generate(model, cache, {request}, options, &stats).front();
+    const GenerationResult result = run_generation(config, weights, request, options, stats);
 
     if (json) {
       nlohmann::json j;
@@ -84,6 +97,8 @@ struct GenerateCommand {
       if (tokenizer) j["generated_text"] = tokenizer->decode(result.tokens);
       j["stop"] = result.stop == StopReason::Eos ? "eos" : "length";
       j["prefill_mode"] = to_string(result.prefill_mode);
+      j["device"] = device;
+      j["dtype"] = dtype;
       j["prefill_ms"] = stats.prefill_seconds * 1e3;
       j["decode_seconds"] = stats.decode_seconds;
       std::printf("%s\n", j.dump(2).c_str());
@@ -109,6 +124,7 @@ void add_generate_command(CLI::App& app) {
   add_plan_options(*cmd, o.plan);
   cmd->add_option("--shape", o.shape, "built-in model shape")->check(CLI::IsMember(shape_names()));
   cmd->add_option("--device", o.device, "cpu | cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--dtype", o.dtype, "weights and KV: fp32 | bf16 (bf16 on CUDA only)")->check(CLI::IsMember({"fp32", "bf16"}));
   cmd->add_option("--model", o.model_dir, "checkpoint directory (config.json, *.safetensors, tokenizer.model)");
   cmd->add_option("--prompt", o.prompt_text, "prompt text (needs --model with a tokenizer.model)");
   cmd->add_option("--prompt-ids", o.prompt_ids, "comma-separated token ids, e.g. 1,15043,3186");

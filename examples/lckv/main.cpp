@@ -4,6 +4,21 @@
 #include <cstdio>
 
 #include "cli_common.hpp"
+#ifdef LCKV_WITH_CUDA
+#include "cuda_runner.hpp"
+#endif
+
+namespace lckv::cli {
+void require_device(const std::string& device) {
+  if (device != "cuda") return;
+#ifdef LCKV_WITH_CUDA
+  std::string why;
+  if (!cuda_available(&why)) throw InvalidArgument("--device cuda: " + why);
+#else
+  throw InvalidArgument("--device cuda: this lckv was built without the CUDA backend (configure with -DLCKV_CUDA=ON)");
+#endif
+}
+}  // namespace lckv::cli
 
 int main(int argc, char** argv) {
   CLI::App app{"lckv: transformer decoders with cross-layer KV sharing (LCKV, CLA, YOCO, ...)", "lckv"};
