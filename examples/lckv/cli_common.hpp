@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -92,14 +93,13 @@ inline int dtype_bytes(const std::string& dtype) {
   throw CLI::ValidationError("--dtype", "\"" + dtype + "\", expected fp32, bf16 or fp16");
 }
 
-/// Comma-separated integers ("1,2,3"); throws CLI::ValidationError naming `option`.
+/// Token ids separated by commas and/or white space ("1,2,3" or "1 2 3");
+/// throws CLI::ValidationError naming `option` and the bad item.
 inline std::vector<int> parse_ids(const std::string& text, const std::string& option) {
   std::vector<int> ids;
-  std::size_t begin = 0;
-  while (begin <= text.size()) {
-    std::size_t end = text.find(',', begin);
-    if (end == std::string::npos) end = text.size();
-    const std::string item = text.substr(begin, end - begin);
+  std::string item;
+  auto flush = [&] {
+    if (item.empty()) return;
     try {
       std::size_t used = 0;
       const long v = std::stol(item, &used);
@@ -107,10 +107,15 @@ inline std::vector<int> parse_ids(const std::string& text, const std::string& op
       ids.push_back(static_cast<int>(v));
     } catch (const std::exception&) {
       throw CLI::ValidationError(option, "item " + std::to_string(ids.size()) + " \"" + item +
-                                             "\" is not a non-negative integer (expected e.g. 1,15043,3186)");
+                                             "\" is not a non-negative integer token id (expected e.g. 1,15043,3186)");
     }
-    begin = end + 1;
+    item.clear();
+  };
+  for (char c : text) {
+    if (c == ',' || std::isspace(static_cast<unsigned char>(c))) flush();
+    else item += c;
   }
+  flush();
   return ids;
 }
 

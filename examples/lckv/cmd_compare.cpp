@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_common.hpp"
+#include "compare_run.hpp"
 #ifdef LCKV_WITH_CUDA
 #include "cuda_runner.hpp"
 #endif
@@ -53,12 +54,7 @@ struct CompareCommand {
   template <class Cache>
   Row measure(const Variant& v, const ModelConfig& config, const HostWeights& weights, Cache& cache) const {
     Transformer<CpuBackend, Cache> model(config, weights.view());
-    Rng rng(seed * 7919 + 17);
-    std::vector<GenerationRequest> requests(static_cast<std::size_t>(batch));
-    for (auto& r : requests) {
-      for (int t = 0; t < prompt_len; ++t) r.prompt.push_back(static_cast<int>(rng.below(static_cast<std::uint64_t>(config.shape.vocab_size))));
-      r.max_new_tokens = gen;
-    }
+    const std::vector<GenerationRequest> requests = compare_requests(config, batch, prompt_len, gen, seed);
     GenerationStats stats;
     Progress progress("  " + v.name, static_cast<long>(batch) * gen);
     GenerateOptions opts;
@@ -77,25 +73,8 @@ struct CompareCommand {
     row.prefill_mode = to_string(results.front().prefill_mode);
 
     // Agreement: decode token by token through the cache vs one sequential forward.
-    std::vector<int> tokens = requests.front().prompt;
-    tokens.insert(tokens.end(), results.front().tokens.begin(),
-                  results.front().tokens.begin() + std::min<std::ptrdiff_t>(check_tokens, static_cast<std::ptrdiff_t>(results.front().tokens.size())));
-    const int seq_a = cache.open();
-    std::vector<std::vector<float>> decoded_logits;
-    for (std::size_t t = 0; t < tokens.size(); ++t) {
-      SequenceChunk c{seq_a, std::span<const int>(&tokens[t], 1)};
-      Logits l = model.forward({&c, 1}, cache);
-      decoded_logits.emplace_back(l.last(0).begin(), l.last(0).end());
-    }
-    cache.close(seq_a);
-    const int seq_b = cache.open();
-    SequenceChunk all{seq_b, tokens};
-    Logits reference = model.forward({&all, 1}, cache, {PrefillMode::Sequential, true});
-    cache.close(seq_b);
-    for (std::size_t t = 0; t < tokens.size(); ++t)
-      for (int k = 0; k < reference.vocab; ++k)
-        row.max_abs_delta_logit = std::max(row.max_abs_delta_logit,
-                                           static_cast<double>(std::abs(decoded_logits[t][static_cast<std::size_t>(k)] - reference.row(static_cast<int>(t))[static_cast<std::size_t>(k)])));
+    row.max_abs_delta_logit =
+        decode_vs_sequential(model, cache, agreement_tokens(requests.front(), results.front(), check_tokens));
     return row;
   }
 

@@ -43,33 +43,8 @@ std::string read_all(const std::string& path, const char* option) {
   return ss.str();
 }
 
-/// Token ids separated by whitespace and/or commas.
-std::vector<int> parse_token_file(const std::string& text, const std::string& path) {
-  std::vector<int> ids;
-  std::string item;
-  auto flush = [&] {
-    if (item.empty()) return;
-    try {
-      std::size_t used = 0;
-      const long v = std::stol(item, &used);
-      if (used != item.size() || v < 0 || v > 0x7fffffff) throw std::invalid_argument(item);
-      ids.push_back(static_cast<int>(v));
-    } catch (const std::exception&) {
-      throw CLI::ValidationError("--tokens", path + ": item " + std::to_string(ids.size()) + " \"" + item +
-                                                 "\" is not a non-negative integer token id");
-    }
-    item.clear();
-  };
-  for (char c : text) {
-    if (c == ',' || std::isspace(static_cast<unsigned char>(c))) flush();
-    else item += c;
-  }
-  flush();
-  return ids;
-}
-
 std::vector<int> load_tokens(const PerplexityOptions& o, const LoadedModel& m) {
-  if (!o.tokens_file.empty()) return parse_token_file(read_all(o.tokens_file, "--tokens"), o.tokens_file);
+  if (!o.tokens_file.empty()) return parse_ids(read_all(o.tokens_file, "--tokens"), "--tokens " + o.tokens_file);
   const std::string text = read_all(o.text_file, "--text");
   if (!m.tokenizer_model) throw CheckpointError(o.model + ": no tokenizer.model; give --tokens FILE of token ids instead");
 #ifdef LCKV_HAVE_SENTENCEPIECE

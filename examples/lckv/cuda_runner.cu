@@ -1,5 +1,6 @@
 // CUDA runner of the lckv program (see cuda_runner.hpp). No Eigen here.
 
+#include "compare_run.hpp"
 #include "cuda_runner.hpp"
 
 #include <algorithm>
@@ -40,13 +41,7 @@ template <class W, class Cache>
 CudaCompareRow measure(const std::string& variant, const ModelConfig& config, const cuda::DeviceWeights<W>& weights,
                        Cache& cache, int batch, int prompt_len, int gen, int check_tokens, std::uint64_t seed) {
   Transformer<cuda::CudaBackend<W>, Cache> model(config, weights.view());
-  Rng rng(seed * 7919 + 17);
-  std::vector<GenerationRequest> requests(static_cast<std::size_t>(batch));
-  for (auto& r : requests) {
-    for (int t = 0; t < prompt_len; ++t)
-      r.prompt.push_back(static_cast<int>(rng.below(static_cast<std::uint64_t>(config.shape.vocab_size))));
-    r.max_new_tokens = gen;
-  }
+  const std::vector<GenerationRequest> requests = compare_requests(config, batch, prompt_len, gen, seed);
   GenerationStats stats;
   const auto results = generate(model, cache, requests, {}, &stats);
 
@@ -62,27 +57,8 @@ CudaCompareRow measure(const std::string& variant, const ModelConfig& config, co
   row.prefill_mode = to_string(results.front().prefill_mode);
   row.device = device_name();
 
-  std::vector<int> tokens = requests.front().prompt;
-  const auto& out = results.front().tokens;
-  tokens.insert(tokens.end(), out.begin(), out.begin() + std::min<std::ptrdiff_t>(check_tokens, static_cast<std::ptrdiff_t>(out.size())));
-  const int seq_a = cache.open();
-  std::vector<std::vector<float>> decoded_logits;
-  for (std::size_t t = 0; t < tokens.size(); ++t) {
-    SequenceChunk c{seq_a, std::span<const int>(&tokens[t], 1)};
-    Logits l = model.forward({&c, 1}, cache);
-    decoded_logits.emplace_back(l.last(0).begin(), l.last(0).end());
-  }
-  cache.close(seq_a);
-  const int seq_b = cache.open();
-  SequenceChunk all{seq_b, tokens};
-  Logits reference = model.forward({&all, 1}, cache, {PrefillMode::Sequential, true});
-  cache.close(seq_b);
-  for (std::size_t t = 0; t < tokens.size(); ++t)
-    for (int k = 0; k < reference.vocab; ++k)
-      row.max_abs_delta_logit =
-          std::max(row.max_abs_delta_logit,
-                   static_cast<double>(std::abs(decoded_logits[t][static_cast<std::size_t>(k)] -
-                                                reference.row(static_cast<int>(t))[static_cast<std::size_t>(k)])));
+  row.max_abs_delta_logit =
+      decode_vs_sequential(model, cache, agreement_tokens(requests.front(), results.front(), check_tokens));
   return row;
 }
 

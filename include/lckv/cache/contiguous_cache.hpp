@@ -40,10 +40,7 @@ public:
   bool is_open(int seq) const { return table_.is_open(seq); }
   int length(int seq) const { return table_.length(seq); }
   void reserve(int seq, int n) const {
-    table_.check(seq);
-    if (n > max_length_)
-      throw OutOfCapacity("cache: sequence " + std::to_string(seq) + " needs " + std::to_string(n) +
-                          " positions, the cache holds " + std::to_string(max_length_) + " per sequence");
+    table_.check_room(seq, n, max_length_);
   }
   void truncate(int seq, int n) { table_.set_length(seq, std::min(n, table_.length(seq))); }
   void commit(int seq, int n) { table_.set_length(seq, n); }

@@ -66,10 +66,7 @@ public:
 
   /// Takes the pages for n positions, or throws OutOfCapacity taking none.
   void reserve(int seq, int n) {
-    table_.check(seq);
-    if (n > max_length_)
-      throw OutOfCapacity("cache: sequence " + std::to_string(seq) + " needs " + std::to_string(n) +
-                          " positions, the cache holds " + std::to_string(max_length_) + " per sequence");
+    table_.check_room(seq, n, max_length_);
     auto& held = pages_of_[static_cast<std::size_t>(seq)];
     const int need = pages_for(n, page_size_) - static_cast<int>(held.size());
     if (need <= 0) return;

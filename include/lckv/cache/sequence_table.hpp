@@ -45,6 +45,13 @@ public:
     for (int l : length_) n += l >= 0;
     return n;
   }
+  /// Throws OutOfCapacity unless sequence `seq` (open) may hold n positions of at most `max_length`.
+  void check_room(int seq, int n, int max_length) const {
+    check(seq);
+    if (n > max_length)
+      throw OutOfCapacity("cache: sequence " + std::to_string(seq) + " needs " + std::to_string(n) +
+                          " positions, the cache holds " + std::to_string(max_length) + " per sequence");
+  }
   void check(int seq) const {
     if (!is_open(seq))
       throw InvalidArgument("cache: sequence " + std::to_string(seq) + " is not open (max_sequences = " +

@@ -35,7 +35,7 @@ inline int num_threads() {
 /// Multiply-adds below which an op runs on one thread: starting and joining a
 /// team costs microseconds (milliseconds when the cores are shared), more than
 /// a small op takes.
-inline constexpr std::int64_t kMinParallelWork = std::int64_t{1} << 18;
+inline constexpr std::int64_t kMinParallelWork = std::int64_t{1} << 15;
 
 /// out[r] = table[tokens[r]]. tokens: [n] (validated by the caller), table: [vocab, hidden], out: [n, hidden].
 inline void embed(const int* tokens, const float* table, MatrixView<float> out) {
