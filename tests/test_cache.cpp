@@ -36,7 +36,9 @@ Rows interleaved_run(const ModelConfig& config, const HostWeights& weights, C& c
 
 TEST_CASE("paged cache with small pages equals the contiguous cache") {
   const auto a = lt::random_tokens(23, 128, 1), b = lt::random_tokens(17, 128, 2);
-  for (const auto& [name, plan] : lt::named_plans()) {
+  for (const auto& named : lt::named_plans()) {
+    const char* name = named.name;
+    const LayerPlan& plan = named.plan;
     const auto config = lt::small_config(plan, 4);
     const auto weights = lt::weights_for(config, 3);
     const auto g = CacheGeometry::of(config);
@@ -104,7 +106,9 @@ TEST_CASE("ring cache equals the contiguous cache for YOCO and sink + window") {
 }
 
 TEST_CASE("memory accounting equals the bytes allocated, for all three layouts") {
-  for (const auto& [name, plan] : lt::named_plans()) {
+  for (const auto& named : lt::named_plans()) {
+    const char* name = named.name;
+    const LayerPlan& plan = named.plan;
     auto config = lt::small_config(plan, 6);
     config.attention.sink = 2;
     INFO(std::string(name));

@@ -19,7 +19,9 @@ Rows run_prefill(const ModelConfig& config, const HostWeights& weights, const st
 }  // namespace
 
 TEST_CASE("iterative prefill with m + b >= n equals sequential (named variants)") {
-  for (const auto& [name, plan] : lt::named_plans()) {
+  for (const auto& named : lt::named_plans()) {
+    const char* name = named.name;
+    const LayerPlan& plan = named.plan;
     for (PassCounts passes : {PassCounts{7, 2}, PassCounts{3, 2}, PassCounts{0, 5}}) {
       const auto config = lt::small_config(plan, /*window=*/3, passes);
       const auto weights = lt::weights_for(config, 31);
@@ -55,7 +57,9 @@ TEST_CASE("iterative prefill with m + b >= n equals sequential (random layer_typ
 
 TEST_CASE("iterative prefill with m + b < n is an approximation for cyclic plans, exact for acyclic ones") {
   const auto tokens = lt::random_tokens(24, 128, 4);
-  for (const auto& [name, plan] : lt::named_plans()) {
+  for (const auto& named : lt::named_plans()) {
+    const char* name = named.name;
+    const LayerPlan& plan = named.plan;
     const auto config = lt::small_config(plan, 3, {2, 1});
     const auto weights = lt::weights_for(config, 41, 0.3f);
     const double err = lt::max_abs_diff_rows(run_prefill(config, weights, tokens, PrefillMode::Sequential),
@@ -92,7 +96,9 @@ TEST_CASE("Auto mode follows the reference: sequential when n <= m + b") {
 TEST_CASE("decode of token n equals the sequential forward at n, for every n of 40 tokens") {
   const int n_tokens = 40;
   const auto tokens = lt::random_tokens(n_tokens, 128, 99);
-  for (const auto& [name, plan] : lt::named_plans()) {
+  for (const auto& named : lt::named_plans()) {
+    const char* name = named.name;
+    const LayerPlan& plan = named.plan;
     const auto config = lt::small_config(plan, /*window=*/6);
     const auto weights = lt::weights_for(config, 55);
     lt::Model model(config, weights.view());
@@ -141,7 +147,9 @@ TEST_CASE("decode after an iterative prefill continues exactly when the prefill 
 
 TEST_CASE("a prompt appended in pieces (chunked prefill, multi-turn) equals the prompt at once") {
   const auto tokens = lt::random_tokens(17, 128, 5);
-  for (const auto& [name, plan] : lt::named_plans()) {
+  for (const auto& named : lt::named_plans()) {
+    const char* name = named.name;
+    const LayerPlan& plan = named.plan;
     const auto config = lt::small_config(plan, 4);
     const auto weights = lt::weights_for(config, 71);
     lt::Model model(config, weights.view());

@@ -53,7 +53,9 @@ TEST_CASE("the two naive references agree on the standard plan (sanity of the re
 
 TEST_CASE("named variants equal the naive sequential LCKV reference") {
   const auto tokens = lt::random_tokens(20, 128, 21);
-  for (const auto& [name, plan] : lt::named_plans()) {
+  for (const auto& named : lt::named_plans()) {
+    const char* name = named.name;
+    const LayerPlan& plan = named.plan;
     const auto config = lt::small_config(plan, /*window=*/4);
     const auto weights = lt::weights_for(config, 13);
     const Rows want = to_float_rows(lt::naive::lckv_sequential(config, weights, tokens));
