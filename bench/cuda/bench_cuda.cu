@@ -200,13 +200,19 @@ void BM_DecodeAttention(benchmark::State& state) {
 /// One op of a TinyLlama-shape decode step at batch B (bf16 weights), timed
 /// over 200 back-to-back launches: where the decode step's time goes.
 /// Ops: 0 q_proj 2048x2048, 1 k_proj 2048->256, 2 gate 2048->5632, 3 down 5632->2048,
-/// 4 lm_head 2048->32000, 5 rmsnorm, 6 rope (q), 7 swiglu, 8 attention (context 1024).
+/// 4 lm_head 2048->32000, 5 rmsnorm, 6 rope (q), 7 swiglu, 8 attention (context 1024),
+/// 9 gate + up + swiglu (2048 -> 2 x 5632; gemv 1: three launches, 2: one fused GEMV).
+/// `gemv`: 2 = kernels::gemv (+ fused gate/up/SwiGLU for op 9), 1 = the old kernels::gemv_v1; both <= 8 rows, cuBLAS above.
 void BM_DecodeOps(benchmark::State& state) {
   const int op = static_cast<int>(state.range(0)), B = static_cast<int>(state.range(1));
-  static const char* names[] = {"q_proj", "k_proj", "gate_proj", "down_proj", "lm_head", "rmsnorm", "rope", "swiglu", "attention"};
+  const int gemv_version = static_cast<int>(state.range(2));
+  static const char* names[] = {"q_proj", "k_proj", "gate_proj", "down_proj", "lm_head", "rmsnorm", "rope", "swiglu", "attention",
+                                "gate_up_glu"};
   const int shapes[5][2] = {{2048, 2048}, {2048, 256}, {2048, 5632}, {5632, 2048}, {2048, 32000}};
   lc::Stream s;
   lc::Gemm gemm(s.get());
+  gemm.set_gemv_version(gemv_version);
+  gemm.set_fuse_glu(gemv_version == 2);
   const std::size_t big = static_cast<std::size_t>(B) * 32000;
   lc::DeviceBuffer<float> x(big), y(big);
   {
@@ -239,6 +245,11 @@ void BM_DecodeOps(benchmark::State& state) {
       const int in = shapes[op][0], out = shapes[op][1];
       gemm.linear(MatrixView<const float>{x.data(), B, in}, w.data(), MatrixView<float>{y.data(), B, out}, false);
       bytes = 2.0 * in * out + 4.0 * B * (in + out);
+    } else if (op == 9) {
+      const std::size_t wsz = static_cast<std::size_t>(2048) * 5632;
+      gemm.gate_up_swiglu(MatrixView<const float>{x.data(), B, 2048}, w.data(), w.data() + wsz,
+                          MatrixView<float>{y.data(), B, 5632}, MatrixView<float>{y.data() + static_cast<std::size_t>(B) * 5632, B, 5632});
+      bytes = 2.0 * 2 * wsz + 4.0 * B * (2048 + 5632);
     } else if (op == 5) {
       lc::rmsnorm(MatrixView<const float>{x.data(), B, 2048}, w.data(), 1e-5f, MatrixView<float>{y.data(), B, 2048}, s.get());
       bytes = 8.0 * B * 2048;
@@ -331,6 +342,9 @@ void BM_TinyLlamaDecodeStep(benchmark::State& state) {
   randomize(cache.slot(0).k, cache.allocated_bytes() / 4, 6);
   randomize(cache.slot(0).v, cache.allocated_bytes() / 4, 7);
   Transformer<lc::CudaBackend<bf16>, Cache> model(m.config, m.weights.view());
+  // gemv: 1 = old kernel (MLP unfused), 2 = new kernel, MLP unfused, 3 = new kernel + fused gate/up/SwiGLU.
+  model.backend().set_gemv_version(state.range(3) == 1 ? 1 : 2);
+  model.backend().set_fuse_glu(state.range(3) == 3);
   std::vector<int> seqs;
   for (int b = 0; b < B; ++b) {
     seqs.push_back(cache.open());
@@ -428,14 +442,15 @@ BENCHMARK(BM_DecodeAttention)
     ->MinTime(0.05)
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_DecodeOps)
-    ->ArgNames({"op", "batch"})
-    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7, 8}, {1, 32}})
+    ->ArgNames({"op", "batch", "gemv"})
+    ->ArgsProduct({{0, 1, 2, 3, 4, 9}, {1, 8, 32}, {1, 2}})
+    ->ArgsProduct({{5, 6, 7, 8}, {1, 32}, {2}})
     ->UseManualTime()
     ->Iterations(5)
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_TinyLlamaDecodeStep)
-    ->ArgNames({"batch", "context", "lckv"})
-    ->ArgsProduct({{1, 32, 128}, {1024, 8192}, {0, 1}})
+    ->ArgNames({"batch", "context", "lckv", "gemv"})
+    ->ArgsProduct({{1, 32, 128}, {1024, 8192}, {0, 1}, {1, 2, 3}})
     ->Iterations(40)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_TinyLlamaPrefill)

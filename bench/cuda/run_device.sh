@@ -6,7 +6,9 @@
 #   ../shared/device/deps.sh                    # once, on the development machine
 #   bash bench/cuda/run_device.sh [quick]       # on the GPU machine, from the repo root
 #
-# "quick" runs a reduced benchmark set. Needs CUDA 12+ (nvcc, cuBLAS, CUB),
+# "quick" runs a reduced benchmark set. Environment: SKIP_SAN=1 (no sanitizers),
+# SAN_TOOLS="memcheck racecheck" (default), RACE_FILTER (doctest filter for racecheck; default
+# the op suite), BENCH_FILTER (overrides the mode's benchmark filter), SAN_TIMEOUT, BENCH_TIMEOUT. Needs CUDA 12+ (nvcc, cuBLAS, CUB),
 # CMake >= 3.25, Ninja, and .device-deps/ from deps.sh (doctest, Google
 # Benchmark, nlohmann-json, Eigen).
 set -uo pipefail
@@ -50,14 +52,14 @@ $build/bin/runner_smoke >>"$out/test_cuda.log" 2>&1 || smoke_rc=$?
 log "runner_smoke (lckv compare/generate --device cuda paths) rc=$smoke_rc: $(tail -1 "$out/test_cuda.log")"
 
 san_filter="${SAN_FILTER:-}"
-[ "${SKIP_SAN:-0}" = 1 ] && tools="" || tools="memcheck racecheck"
+[ "${SKIP_SAN:-0}" = 1 ] && tools="" || tools="${SAN_TOOLS:-memcheck racecheck}"
 for tool in $tools; do
   t0=$(date +%s)
   rc=0
   # The two tests that provoke CUDA errors on purpose (a bad cudaMemcpy, an impossible
   # cudaMalloc) are left out: the sanitizer counts those API errors. racecheck is slow:
   # it runs the op suite (every custom kernel: both attention kernels, all masks, sampling).
-  if [ $tool = racecheck ]; then filt='--test-suite=cuda ops'; else filt='--test-suite=*'; fi
+  if [ $tool = racecheck ]; then filt="${RACE_FILTER:---test-suite=cuda ops}"; else filt='--test-suite=*'; fi
   filt2='--test-case-exclude=*error messages*,*out of device memory*'
   timeout "${SAN_TIMEOUT:-240}" compute-sanitizer --tool $tool --error-exitcode 99 $build/bin/test_cuda "$filt" "$filt2" $san_filter \
     >"$out/sanitizer.tmp" 2>&1 || rc=$?
@@ -72,6 +74,7 @@ if [ "$mode" = quick ]; then
 else
   filter='.'
 fi
+filter="${BENCH_FILTER:-$filter}"
 t0=$(date +%s)
 timeout "${BENCH_TIMEOUT:-330}" $build/bin/bench_cuda --benchmark_filter="$filter" --benchmark_out="$out/bench_cuda.json" --benchmark_out_format=json \
   --benchmark_counters_tabular=true >"$out/bench_cuda.log" 2>&1 || log "bench_cuda failed: $(tail -3 "$out/bench_cuda.log")"

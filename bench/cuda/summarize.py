@@ -78,19 +78,20 @@ def main(path):
     ops = find("BM_DecodeOps")
     if ops:
         print("\nper-op, TinyLlama shape, one launch (us) and bytes moved / time as a fraction of copy bandwidth")
-        print(f"{'op':>10} {'batch':>5} {'us':>8} {'of copy':>7}")
+        print(f"{'op':>10} {'batch':>5} {'gemv':>4} {'us':>8} {'of copy':>7}")
         for b in ops:
             parts = dict(p.split(":") for p in b["name"].split("/")[1:] if ":" in p)
-            print(f"{b.get('label', '?'):>10} {parts['batch']:>5} {b['real_time']:>8.2f} {b['bytes_per_s'] / bw:>7.2f}")
+            print(f"{b.get('label', '?'):>10} {parts['batch']:>5} {parts.get('gemv', '-'):>4} {b['real_time']:>8.2f} "
+                  f"{b['bytes_per_s'] / bw:>7.2f}")
 
     dec = find("BM_TinyLlamaDecodeStep")
     if dec:
         print("\nTinyLlama-1.1B shape decode step, bf16 weights + KV (roofline = (weights + KV read) / copy bandwidth)")
-        print(f"{'batch':>5} {'context':>7} {'plan':>8} {'MB read':>8} {'roofline ms':>11} {'device ms':>9} {'of roof':>7} {'wall ms':>8} {'of roof':>7} {'tok/s':>8}")
+        print(f"{'gemv':>4} {'batch':>5} {'context':>7} {'plan':>8} {'MB read':>8} {'roofline ms':>11} {'device ms':>9} {'of roof':>7} {'wall ms':>8} {'of roof':>7} {'tok/s':>8}")
         for b in dec:
             parts = dict(p.split(":") for p in b["name"].split("/")[1:] if ":" in p)
             roof = b["bytes_MB"] * 1e6 / bw * 1e3
-            print(f"{parts['batch']:>5} {parts['context']:>7} {'lckv-w2' if parts['lckv'] == '1' else 'standard':>8} "
+            print(f"{parts.get('gemv', '-'):>4} {parts['batch']:>5} {parts['context']:>7} {'lckv-w2' if parts['lckv'] == '1' else 'standard':>8} "
                   f"{b['bytes_MB']:>8.0f} {roof:>11.3f} {b['device_ms']:>9.3f} {roof / b['device_ms']:>7.2f} "
                   f"{b['wall_ms']:>8.3f} {roof / b['wall_ms']:>7.2f} {b['tokens_per_s']:>8.0f}")
 

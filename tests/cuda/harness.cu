@@ -131,6 +131,25 @@ std::vector<float> linear(const std::vector<float>& x, int rows, int in, const s
   });
 }
 
+std::vector<float> gate_up_swiglu(const std::vector<float>& x, int rows, int in, const std::vector<float>& wg,
+                                  const std::vector<float>& wu, int out, DType wt, bool fused) {
+  return with_type(wt, [&](auto tag) {
+    using W = decltype(tag);
+    cuda::Stream stream;
+    cuda::Gemm gemm(stream.get());
+    gemm.set_fuse_glu(fused);
+    gemm.reserve_activation(x.size());
+    auto dx = to_device(x);
+    auto dg = converted<W>(wg);
+    auto du = converted<W>(wu);
+    auto gate = poisoned(static_cast<std::size_t>(rows) * out);
+    auto up = poisoned(static_cast<std::size_t>(rows) * out);
+    gemm.gate_up_swiglu(cmat(dx, rows, in), dg.data(), du.data(), mat(gate, rows, out), mat(up, rows, out));
+    stream.synchronize();
+    return to_host(gate);
+  });
+}
+
 std::vector<float> rope(const std::vector<float>& x, int cols, int heads, int head_dim, const std::vector<RowInfo>& rows,
                         float theta) {
   auto dx = to_device(x);

@@ -36,6 +36,9 @@ std::vector<float> rmsnorm(const std::vector<float>& x, int rows, int cols, cons
 /// y = x W^T, or y0 + x W^T when y0 is given. x: [rows, in]; w: [out, in].
 std::vector<float> linear(const std::vector<float>& x, int rows, int in, const std::vector<float>& w, int out, DType wt,
                           const std::vector<float>* y0);
+/// silu(x Wg^T) * (x Wu^T) through Gemm::gate_up_swiglu (fused when `fused`, else linear, linear, swiglu).
+std::vector<float> gate_up_swiglu(const std::vector<float>& x, int rows, int in, const std::vector<float>& wg,
+                                  const std::vector<float>& wu, int out, DType wt, bool fused);
 std::vector<float> rope(const std::vector<float>& x, int cols, int heads, int head_dim, const std::vector<RowInfo>& rows,
                         float theta);
 std::vector<float> swiglu(const std::vector<float>& gate, const std::vector<float>& up);

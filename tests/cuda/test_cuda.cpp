@@ -115,6 +115,67 @@ TEST_CASE("embed, rmsnorm, linear vs CPU" * doctest::skip(!gpu())) {
   }
 }
 
+TEST_CASE("linear: GEMV tilings (outputs per block 1 / 4 / 8, 1-8 rows; cuBLAS above) vs CPU" * doctest::skip(!gpu())) {
+  // Shapes chosen so that every tile width of kernels::gemv runs (the width follows `out` vs the SM
+  // count) with `out` not a multiple of the tile and `in` not a multiple of 256 chunks; rows 1..8 cover
+  // R = 1, 2, 4, 8 (Gemm::kGemvRows = 8); 13 and 32 rows take cuBLAS (x rounded to the weight type).
+  const int shapes[][2] = {{1000, 520}, {2006, 520}, {5003, 256}, {256, 2048}, {3, 64}, {32000 / 8 + 5, 136}};
+  for (DType t : {DType::F32, DType::BF16, DType::F16}) {
+    const std::string dtype_name = cudatest::name(t);
+    CAPTURE(dtype_name);
+    Rng rng(fresh_seed());
+    for (const auto& sh : shapes) {
+      const int out = sh[0], in = sh[1];
+      CAPTURE(out);
+      CAPTURE(in);
+      const auto W = rounded(t, randn(static_cast<std::size_t>(out) * in, rng, 0.05f));
+      for (int m : {1, 2, 3, 5, 8, 13, 32}) {
+        CAPTURE(m);
+        const auto xm = randn(static_cast<std::size_t>(m) * in, rng, 3.0f);
+        const auto xr = m <= 8 ? xm : rounded(t, xm);
+        std::vector<float> y(static_cast<std::size_t>(m) * out);
+        cpu::linear({xr.data(), m, in}, W.data(), {y.data(), m, out});
+        CHECK(rel_error(cudatest::linear(xm, m, in, W, out, t, nullptr), y, "gemv") <= tol(t));
+        if (m == 3 || m == 13) {
+          const auto y0 = randn(y.size(), rng);
+          std::vector<float> acc = y0;
+          cpu::linear({xr.data(), m, in}, W.data(), {acc.data(), m, out}, true);
+          CHECK(rel_error(cudatest::linear(xm, m, in, W, out, t, &y0), acc, "gemv accumulate") <= tol(t));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("gate_up_swiglu (fused GEMV with SwiGLU epilogue) vs CPU" * doctest::skip(!gpu())) {
+  const int shapes[][2] = {{1000, 520}, {2006, 520}, {5003, 136}, {3, 64}};
+  for (DType t : {DType::F32, DType::BF16}) {
+    const std::string dtype_name = cudatest::name(t);
+    CAPTURE(dtype_name);
+    Rng rng(fresh_seed());
+    for (const auto& sh : shapes) {
+      const int out = sh[0], in = sh[1];
+      CAPTURE(out);
+      CAPTURE(in);
+      const auto Wg = rounded(t, randn(static_cast<std::size_t>(out) * in, rng, 0.05f));
+      const auto Wu = rounded(t, randn(static_cast<std::size_t>(out) * in, rng, 0.05f));
+      for (int m : {1, 2, 5, 8, 13}) {  // 13: the unfused path (cuBLAS, x rounded)
+        CAPTURE(m);
+        const auto xm = randn(static_cast<std::size_t>(m) * in, rng, 3.0f);
+        const auto xr = m <= 8 ? xm : rounded(t, xm);
+        std::vector<float> g(static_cast<std::size_t>(m) * out), u(g.size());
+        cpu::linear({xr.data(), m, in}, Wg.data(), {g.data(), m, out});
+        cpu::linear({xr.data(), m, in}, Wu.data(), {u.data(), m, out});
+        cpu::swiglu({g.data(), m, out}, {u.data(), m, out});
+        CHECK(rel_error(cudatest::gate_up_swiglu(xm, m, in, Wg, Wu, out, t, true), g, "gate_up_swiglu") <= tol(t));
+        if (m == 5)
+          CHECK(rel_error(cudatest::gate_up_swiglu(xm, m, in, Wg, Wu, out, t, false), g, "gate_up_swiglu unfused") <=
+                tol(t));
+      }
+    }
+  }
+}
+
 TEST_CASE("rope, swiglu, copy, gather_rows vs CPU" * doctest::skip(!gpu())) {
   Rng rng(fresh_seed());
   const int rows = 9, heads = 4, head_dim = 64, cols = heads * head_dim;

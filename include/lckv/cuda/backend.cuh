@@ -59,6 +59,10 @@ public:
   void synchronize() const { ctx_->stream.synchronize(); }
   const StepGraphs& graphs() const { return ctx_->graphs; }
   void set_graphs(bool on) { ctx_->options.graphs = on; }
+  /// Benchmarks: 1 selects the old GEMV kernel (Gemm::set_gemv_version).
+  void set_gemv_version(int v) { ctx_->gemm.set_gemv_version(v); }
+  /// Benchmarks: false runs the MLP as linear, linear, swiglu (three launches).
+  void set_fuse_glu(bool on) { ctx_->gemm.set_fuse_glu(on); }
 
   template <class T>
   Buffer<T> alloc(std::size_t n) const {
@@ -103,6 +107,14 @@ public:
     if constexpr (!std::is_same_v<W, float>)
       if (!ctx_->capturing) ctx_->gemm.reserve_activation(static_cast<std::size_t>(x.size()));
     ctx_->gemm.linear(x, w, y, accumulate);
+  }
+  /// gate = silu(x Wg^T) * (x Wu^T) (Transformer's optional MLP hook): one GEMV launch at decode
+  /// row counts, else linear, linear, swiglu with `up` as scratch.
+  void gate_up_swiglu(MatrixView<const float> x, const W* wg, const W* wu, MatrixView<float> gate,
+                      MatrixView<float> up) const {
+    if constexpr (!std::is_same_v<W, float>)
+      if (!ctx_->capturing) ctx_->gemm.reserve_activation(static_cast<std::size_t>(x.size()));
+    ctx_->gemm.gate_up_swiglu(x, wg, wu, gate, up);
   }
   void rope(MatrixView<float> x, int heads, int head_dim, const RowInfo* rows, float theta) const {
     cuda::rope(x, heads, head_dim, rows, theta, stream());
@@ -166,6 +178,8 @@ public:
     key.push_back(static_cast<std::int64_t>(ctx_->attn_ws.size()));
     key.push_back(reinterpret_cast<std::int64_t>(ctx_->gemm.activation_data()));
     key.push_back(ctx_->key_bucket);
+    key.push_back(ctx_->gemm.gemv_version());
+    key.push_back(ctx_->gemm.fuses_glu(1) ? 1 : 0);
     ctx_->graphs.run(key, stream(), [&](bool capturing) {
       ctx_->capturing = capturing;
       struct Off {

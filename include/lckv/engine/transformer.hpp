@@ -283,9 +283,13 @@ private:
                          attn);
       backend_.linear(attn, w.o_proj, x, /*accumulate=*/true);
       backend_.rmsnorm(x, w.post_attention_layernorm, s.rms_norm_eps, xn);
-      backend_.linear(xn, w.gate_proj, gate);
-      backend_.linear(xn, w.up_proj, up);
-      backend_.swiglu(gate, up);
+      if constexpr (requires { backend_.gate_up_swiglu(xn, w.gate_proj, w.up_proj, gate, up); }) {
+        backend_.gate_up_swiglu(xn, w.gate_proj, w.up_proj, gate, up);  // optional fused MLP (CUDA)
+      } else {
+        backend_.linear(xn, w.gate_proj, gate);
+        backend_.linear(xn, w.up_proj, up);
+        backend_.swiglu(gate, up);
+      }
       backend_.linear(gate, w.down_proj, x, /*accumulate=*/true);
     }
   }
