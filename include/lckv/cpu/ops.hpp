@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -139,25 +140,41 @@ inline void linear(MatrixView<const float> x, const float* w, MatrixView<float> 
   for (int b = 0; b < blocks; ++b) detail::linear_rows(x, w, y, b * block, std::min(y.cols, (b + 1) * block), accumulate);
 }
 
-/// Rotates one head vector in place to position `pos` (rotate_half form, fp32 as transformers computes it).
+namespace detail {
+
+/// cos and sin of RoPE frequency i at position pos, computed in fp32 as transformers does.
+inline std::pair<float, float> rope_cos_sin(int i, int head_dim, int pos, float theta) {
+  const float inv_freq = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(head_dim));
+  const float angle = static_cast<float>(pos) * inv_freq;
+  return {std::cos(angle), std::sin(angle)};
+}
+
+/// rotate_half: dimension i pairs with i + half.
+inline void rotate_pair(float* v, int i, int half, float c, float s) {
+  const float a = v[i], b = v[i + half];
+  v[i] = a * c - b * s;
+  v[i + half] = b * c + a * s;
+}
+
+}  // namespace detail
+
+/// Rotates one head vector in place to position `pos` (HF rotate_half form).
 inline void rotate_half(float* v, int head_dim, int pos, float theta) {
-  const int half = head_dim / 2;
-  for (int i = 0; i < half; ++i) {
-    const float inv_freq = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(head_dim));
-    const float angle = static_cast<float>(pos) * inv_freq;
-    const float c = std::cos(angle), s = std::sin(angle);
-    const float a = v[i], b = v[i + half];
-    v[i] = a * c - b * s;
-    v[i + half] = b * c + a * s;
+  for (int i = 0; i < head_dim / 2; ++i) {
+    const auto [c, s] = detail::rope_cos_sin(i, head_dim, pos, theta);
+    detail::rotate_pair(v, i, head_dim / 2, c, s);
   }
 }
 
 /// HF "rotate_half" RoPE in place: dimension i pairs with i + head_dim/2; angle
-/// pos * theta^(-2i/head_dim), computed in fp32 as transformers does.
-/// x: [rows, heads * head_dim]; rows: [rows] positions.
+/// pos * theta^(-2i/head_dim). Each angle is computed once per row and shared by
+/// every head. x: [rows, heads * head_dim]; rows: [rows] positions.
 inline void rope(MatrixView<float> x, int heads, int head_dim, const RowInfo* rows, float theta) {
   for (int r = 0; r < x.rows; ++r)
-    for (int h = 0; h < heads; ++h) rotate_half(x.row(r) + h * head_dim, head_dim, rows[r].pos, theta);
+    for (int i = 0; i < head_dim / 2; ++i) {
+      const auto [c, s] = detail::rope_cos_sin(i, head_dim, rows[r].pos, theta);
+      for (int h = 0; h < heads; ++h) detail::rotate_pair(x.row(r) + h * head_dim, i, head_dim / 2, c, s);
+    }
 }
 
 /// gate = silu(gate) * up, elementwise. gate, up: [rows, intermediate].
