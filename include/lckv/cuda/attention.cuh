@@ -100,6 +100,60 @@ struct Vec16 {
   static constexpr int n = 16 / sizeof(T);
 };
 
+/// The keys one decode block scans: the row's kept keys (sink [0, S), then the
+/// window from B) numbered 0..count-1, split into `splits` chunks of whole tiles;
+/// this block takes [start, stop).
+struct SplitRange {
+  int S, B, count, start, stop;
+  /// Cache position of the li-th kept key, or -1 past the end.
+  __device__ int position(int li) const { return li < stop ? (li < S ? li : B + (li - S)) : -1; }
+};
+
+__device__ inline SplitRange split_range(const KeySpans& span, int splits, int split) {
+  int S = span.sink_end, B = span.begin, E = span.end;
+  if (E <= B) B = E = S;
+  const int count = S + (E - B);
+  int chunk = (count + splits - 1) / splits;
+  chunk = (chunk + kKeyTile - 1) / kKeyTile * kKeyTile;
+  const int start = split * chunk;
+  return {S, B, count, start, min(count, start + chunk)};
+}
+
+/// One key tile's K and V rows staged through registers (16-byte loads), so the
+/// next tile's loads are in flight while the current one is computed on.
+template <class T, int D>
+struct KvTileStager {
+  static constexpr int V = Vec16<T>::n;    // elements per 16-byte load
+  static constexpr int Chunks = D / V;     // loads per key row
+  static constexpr int Loads = kKeyTile * Chunks / kThreads;
+  static_assert(Loads * kThreads == kKeyTile * Chunks, "tile loads must divide evenly");
+  uint4 k[Loads], v[Loads];
+
+  template <class Slot>
+  __device__ void load(const Slot& slot, int seq, int kvh, const SplitRange& r, int t0, int tid) {
+#pragma unroll
+    for (int j = 0; j < Loads; ++j) {
+      const int idx = tid + j * kThreads, key = idx / Chunks, c = idx % Chunks, pos = r.position(t0 + key);
+      if (pos >= 0) {
+        k[j] = *reinterpret_cast<const uint4*>(slot.key(seq, pos, kvh) + c * V);
+        v[j] = *reinterpret_cast<const uint4*>(slot.value(seq, pos, kvh) + c * V);
+      } else {
+        k[j] = make_uint4(0, 0, 0, 0);
+        v[j] = make_uint4(0, 0, 0, 0);
+      }
+    }
+  }
+  /// Writes the staged rows to shared memory tiles with rows `ld` elements apart.
+  __device__ void store(T* ks, T* vs, int ld, int tid) const {
+#pragma unroll
+    for (int j = 0; j < Loads; ++j) {
+      const int idx = tid + j * kThreads, key = idx / Chunks, c = idx % Chunks;
+      *reinterpret_cast<uint4*>(ks + key * ld + c * V) = k[j];
+      *reinterpret_cast<uint4*>(vs + key * ld + c * V) = v[j];
+    }
+  }
+};
+
 template <class Slot, int D, int MaxQ>
 __global__ void __launch_bounds__(kThreads) attention_kernel(Params<Slot> p) {
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(p.slot.key(0, 0, 0))>>;
@@ -359,12 +413,8 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(Params<Slot> p) {
   const int G = p.group, q_stride = p.heads * D;
   const RowInfo ri = p.rows[row];
   const KeySpans span = mask_keys(p.mask, ri.pos);
-  int S = span.sink_end, B = span.begin, E = span.end;
-  if (E <= B) B = E = S;
-  const int count = S + (E - B);
-  int chunk = (count + p.splits - 1) / p.splits;
-  chunk = (chunk + kKeyTile - 1) / kKeyTile * kKeyTile;
-  const int start = split * chunk, stop = min(count, start + chunk);
+  const SplitRange range = split_range(span, p.splits, split);
+  const int start = range.start, stop = range.stop;
 
   const int q = tid / TPQ, sub = tid % TPQ;
   float qreg[D];
@@ -386,36 +436,14 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(Params<Slot> p) {
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   const int aq = tid / (D / 4), ad4 = tid % (D / 4);  // PV: thread = (query, 4 dims)
 
-  uint4 kr[Loads], vr[Loads];
-  auto load_tile = [&](int t0) {
-#pragma unroll
-    for (int j = 0; j < Loads; ++j) {
-      const int idx = tid + j * kThreads, key = idx / Chunks, c = idx % Chunks, li = t0 + key;
-      if (li < stop) {
-        const int pos = li < S ? li : B + (li - S);
-        kr[j] = *reinterpret_cast<const uint4*>(p.slot.key(ri.seq, pos, kvh) + c * V);
-        vr[j] = *reinterpret_cast<const uint4*>(p.slot.value(ri.seq, pos, kvh) + c * V);
-      } else {
-        kr[j] = make_uint4(0, 0, 0, 0);
-        vr[j] = make_uint4(0, 0, 0, 0);
-      }
-    }
-  };
-  if (start < stop) load_tile(start);
+  KvTileStager<T, D> stage;
+  if (start < stop) stage.load(p.slot, ri.seq, kvh, range, start, tid);
   __syncthreads();
   for (int t0 = start; t0 < stop; t0 += kKeyTile) {
-#pragma unroll
-    for (int j = 0; j < Loads; ++j) {
-      const int idx = tid + j * kThreads, key = idx / Chunks, c = idx % Chunks;
-      *reinterpret_cast<uint4*>(Kb + key * RowBytes + c * 16) = kr[j];
-      *reinterpret_cast<uint4*>(Vb + key * RowBytes + c * 16) = vr[j];
-    }
-    if (tid < kKeyTile) {
-      const int li = t0 + tid;
-      k_pos[tid] = li < stop ? (li < S ? li : B + (li - S)) : -1;
-    }
+    stage.store(reinterpret_cast<T*>(Kb), reinterpret_cast<T*>(Vb), RowBytes / static_cast<int>(sizeof(T)), tid);
+    if (tid < kKeyTile) k_pos[tid] = range.position(t0 + tid);
     __syncthreads();
-    if (t0 + kKeyTile < stop) load_tile(t0 + kKeyTile);
+    if (t0 + kKeyTile < stop) stage.load(p.slot, ri.seq, kvh, range, t0 + kKeyTile, tid);
 
     if (q < G) {
 #pragma unroll
@@ -512,12 +540,9 @@ __global__ void __launch_bounds__(kThreads) decode_kernel_tc(Params<Slot> p) {
   using namespace nvcuda;
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(p.slot.key(0, 0, 0))>>;
   static_assert(sizeof(T) == 2 && D == 64 && kThreads == 128 && kKeyTile == 64);
-  constexpr int V = 8;            // elements per 16-byte load
-  constexpr int Chunks = D / V;
   constexpr int LD = D + 8;       // 16-bit rows, padded (multiple of 8 for WMMA)
   constexpr int LDS = kKeyTile + 4;  // fp32 score / output rows
   constexpr int LDP = kKeyTile + 8;
-  constexpr int Loads = kKeyTile * Chunks / kThreads;
 
   __shared__ alignas(32) T Qs[16 * LD];
   __shared__ alignas(32) T Ks[kKeyTile * LD];
@@ -533,12 +558,8 @@ __global__ void __launch_bounds__(kThreads) decode_kernel_tc(Params<Slot> p) {
   const int G = p.group, q_stride = p.heads * D;
   const RowInfo ri = p.rows[row];
   const KeySpans span = mask_keys(p.mask, ri.pos);
-  int S = span.sink_end, B = span.begin, E = span.end;
-  if (E <= B) B = E = S;
-  const int count = S + (E - B);
-  int chunk = (count + p.splits - 1) / p.splits;
-  chunk = (chunk + kKeyTile - 1) / kKeyTile * kKeyTile;
-  const int start = split * chunk, stop = min(count, start + chunk);
+  const SplitRange range = split_range(span, p.splits, split);
+  const int start = range.start, stop = range.stop;
 
   for (int i = tid; i < 16 * D; i += kThreads) {
     const int r = i / D, d = i % D;
@@ -554,36 +575,14 @@ __global__ void __launch_bounds__(kThreads) decode_kernel_tc(Params<Slot> p) {
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   const int aq = tid / (D / 4), ad4 = tid % (D / 4);
 
-  uint4 kr[Loads], vr[Loads];
-  auto load_tile = [&](int t0) {
-#pragma unroll
-    for (int j = 0; j < Loads; ++j) {
-      const int idx = tid + j * kThreads, key = idx / Chunks, c = idx % Chunks, li = t0 + key;
-      if (li < stop) {
-        const int pos = li < S ? li : B + (li - S);
-        kr[j] = *reinterpret_cast<const uint4*>(p.slot.key(ri.seq, pos, kvh) + c * V);
-        vr[j] = *reinterpret_cast<const uint4*>(p.slot.value(ri.seq, pos, kvh) + c * V);
-      } else {
-        kr[j] = make_uint4(0, 0, 0, 0);
-        vr[j] = make_uint4(0, 0, 0, 0);
-      }
-    }
-  };
-  if (start < stop) load_tile(start);
+  KvTileStager<T, D> stage;
+  if (start < stop) stage.load(p.slot, ri.seq, kvh, range, start, tid);
   __syncthreads();
   for (int t0 = start; t0 < stop; t0 += kKeyTile) {
-#pragma unroll
-    for (int j = 0; j < Loads; ++j) {
-      const int idx = tid + j * kThreads, key = idx / Chunks, c = idx % Chunks;
-      *reinterpret_cast<uint4*>(Ks + key * LD + c * V) = kr[j];
-      *reinterpret_cast<uint4*>(Vs + key * LD + c * V) = vr[j];
-    }
-    if (tid < kKeyTile) {
-      const int li = t0 + tid;
-      k_pos[tid] = li < stop ? (li < S ? li : B + (li - S)) : -1;
-    }
+    stage.store(Ks, Vs, LD, tid);
+    if (tid < kKeyTile) k_pos[tid] = range.position(t0 + tid);
     __syncthreads();
-    if (t0 + kKeyTile < stop) load_tile(t0 + kKeyTile);
+    if (t0 + kKeyTile < stop) stage.load(p.slot, ri.seq, kvh, range, t0 + kKeyTile, tid);
 
     {  // S[16, 64] = Q[16, 64] K^T: warp w takes keys [16w, 16w + 16).
       wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
