@@ -119,6 +119,26 @@ __device__ inline SplitRange split_range(const KeySpans& span, int splits, int s
   return {S, B, count, start, min(count, start + chunk)};
 }
 
+/// A decode block's result for query head h, dims [4 * ad4, 4 * ad4 + 4): the
+/// normalised output when the keys were not split, else the unnormalised partial
+/// with its running max m and sum l for combine_kernel.
+template <int D, class Slot>
+__device__ void write_decode_output(const Params<Slot>& p, int row, int h, int split, int ad4, float4 acc, float m,
+                                    float l) {
+  if (p.splits == 1) {
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    *reinterpret_cast<float4*>(p.out + static_cast<std::int64_t>(row) * p.heads * D + h * D + 4 * ad4) =
+        make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
+    return;
+  }
+  const std::int64_t part = (static_cast<std::int64_t>(row) * p.heads + h) * p.splits + split;
+  *reinterpret_cast<float4*>(p.part_o + part * D + 4 * ad4) = acc;
+  if (ad4 == 0) {
+    p.part_ml[part * 2] = m;
+    p.part_ml[part * 2 + 1] = l;
+  }
+}
+
 /// One key tile's K and V rows staged through registers (16-byte loads), so the
 /// next tile's loads are in flight while the current one is computed on.
 template <class T, int D>
@@ -512,21 +532,7 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(Params<Slot> p) {
     __syncthreads();
   }
 
-  if (aq < G) {
-    const int h = kvh * G + aq;
-    if (p.splits == 1) {
-      const float l = l_s[aq], inv = l > 0.0f ? 1.0f / l : 0.0f;
-      *reinterpret_cast<float4*>(p.out + static_cast<std::int64_t>(row) * q_stride + h * D + 4 * ad4) =
-          make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
-    } else {
-      const std::int64_t part = (static_cast<std::int64_t>(row) * p.heads + h) * p.splits + split;
-      *reinterpret_cast<float4*>(p.part_o + part * D + 4 * ad4) = acc;
-      if (ad4 == 0) {
-        p.part_ml[part * 2] = m_s[aq];
-        p.part_ml[part * 2 + 1] = l_s[aq];
-      }
-    }
-  }
+  if (aq < G) write_decode_output<D>(p, row, kvh * G + aq, split, ad4, acc, m_s[aq], l_s[aq]);
 }
 
 /// Tensor-core decode for 16-bit KV (bf16, fp16), head_dim 64, GQA group <= 8:
@@ -652,21 +658,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel_tc(Params<Slot> p) {
     }
   }
 
-  if (aq < G) {
-    const int h = kvh * G + aq;
-    if (p.splits == 1) {
-      const float l = l_s[aq], inv = l > 0.0f ? 1.0f / l : 0.0f;
-      *reinterpret_cast<float4*>(p.out + static_cast<std::int64_t>(row) * q_stride + h * D + 4 * ad4) =
-          make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
-    } else {
-      const std::int64_t part = (static_cast<std::int64_t>(row) * p.heads + h) * p.splits + split;
-      *reinterpret_cast<float4*>(p.part_o + part * D + 4 * ad4) = acc;
-      if (ad4 == 0) {
-        p.part_ml[part * 2] = m_s[aq];
-        p.part_ml[part * 2 + 1] = l_s[aq];
-      }
-    }
-  }
+  if (aq < G) write_decode_output<D>(p, row, kvh * G + aq, split, ad4, acc, m_s[aq], l_s[aq]);
 }
 
 /// StreamingLLM (MaskSpec::rope_theta_on_read > 0): q and the cached keys are
