@@ -16,6 +16,7 @@
 
 #include "lckv/cache/contiguous_cache.hpp"
 #include "lckv/cuda/cuda.cuh"
+#include "lckv/cuda/gemm_tc.cuh"
 #include "lckv/engine/transformer.hpp"
 #include "lckv/plan/variants.hpp"
 
@@ -45,6 +46,30 @@ void randomize(bf16* p, std::size_t n, std::uint32_t seed) {
   LCKV_CUDA_CHECK_LAUNCH("fill_random");
   LCKV_CUDA_CHECK(cudaDeviceSynchronize());
 }
+
+/// Launches recorded once into a CUDA Graph and replayed: small kernels are timed
+/// without the host's launch rate in the way (as in a decode step).
+class Recorded {
+public:
+  template <class F>
+  Recorded(cudaStream_t s, F&& launches) : stream_(s) {
+    cudaGraph_t g = nullptr;
+    LCKV_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    launches();
+    LCKV_CUDA_CHECK(cudaStreamEndCapture(s, &g));
+    const cudaError_t e = cudaGraphInstantiate(&exec_, g, 0);
+    cudaGraphDestroy(g);
+    LCKV_CUDA_CHECK(e);
+  }
+  Recorded(const Recorded&) = delete;
+  Recorded& operator=(const Recorded&) = delete;
+  ~Recorded() { cudaGraphExecDestroy(exec_); }
+  void replay() const { LCKV_CUDA_CHECK(cudaGraphLaunch(exec_, stream_)); }
+
+private:
+  cudaStream_t stream_;
+  cudaGraphExec_t exec_ = nullptr;
+};
 
 int num_sms() {
   int n = 0;
@@ -109,7 +134,8 @@ void BM_GemmBf16(benchmark::State& state) {
 /// bf16 KV) at batch B and context S: standard (22 slots, each layer its own)
 /// vs LCKV w=2 (3 slots; 20 layers read the same one). Effective bandwidth =
 /// KV bytes the layers read / time. Arg 3: 1 = L2 persistence window on the
-/// LCKV shared slot.
+/// LCKV shared slot. Arg 4: a fixed split count (0: plan_attention's choice).
+/// The 22 launches are replayed as one CUDA Graph, as in a decode step.
 void BM_DecodeAttention(benchmark::State& state) {
   const int S = static_cast<int>(state.range(0)), B = static_cast<int>(state.range(1));
   const bool lckv = state.range(2) != 0, persist = state.range(3) != 0;
@@ -142,8 +168,11 @@ void BM_DecodeAttention(benchmark::State& state) {
   }
   int bucket = 64;
   while (bucket < S + 1) bucket *= 2;
-  const lc::AttentionLaunch l = lc::plan_attention(B, heads, kv_heads, false, num_sms(), bucket);
+  lc::AttentionLaunch l = lc::plan_attention(B, heads, kv_heads, false, num_sms(), bucket);
+  if (state.range(4) > 0) l.splits = static_cast<int>(state.range(4));  // a fixed split count instead of the plan's
   lc::DeviceBuffer<float> ws(lc::attention_workspace_floats(B, heads, D, l));
+  lc::DeviceBuffer<unsigned> counters(lc::attention_counters(B, kv_heads, l));
+  counters.fill_bytes(0);  // split-KV arrival counters: zero once, the kernel leaves them zero
   lc::Stream s;
   std::vector<MaskSpec> masks;
   for (int layer = 0; layer < L; ++layer) masks.push_back(MaskSpec{plan.attends_top(layer), 0, 0});
@@ -167,14 +196,16 @@ void BM_DecodeAttention(benchmark::State& state) {
     for (int layer = 0; layer < L; ++layer)
       lc::attention(MatrixView<const float>{q.data(), B, heads * D}, cache.slot(plan.kv_slot(plan.attends_to(layer))),
                       drows.data(), masks[static_cast<std::size_t>(layer)], heads,
-                      MatrixView<float>{out.data(), B, heads * D}, l, ws.data(), s.get());
+                      MatrixView<float>{out.data(), B, heads * D}, l, ws.data(), s.get(), counters.data());
   };
   all_layers();
   s.synchronize();
+  const Recorded graph(s.get(), all_layers);
+  graph.replay();
   lc::Event e0, e1;
   for (auto _ : state) {
     e0.record(s.get());
-    all_layers();
+    graph.replay();
     e1.record(s.get());
     state.SetIterationTime(e1.since(e0) / 1e3);
   }
@@ -198,21 +229,25 @@ void BM_DecodeAttention(benchmark::State& state) {
 // ------------------------------------------------------- per-op breakdown
 
 /// One op of a TinyLlama-shape decode step at batch B (bf16 weights), timed
-/// over 200 back-to-back launches: where the decode step's time goes.
+/// over 200 launches replayed as one CUDA Graph (no host launch gaps, as in a
+/// decode step): where the decode step's time goes.
 /// Ops: 0 q_proj 2048x2048, 1 k_proj 2048->256, 2 gate 2048->5632, 3 down 5632->2048,
 /// 4 lm_head 2048->32000, 5 rmsnorm, 6 rope (q), 7 swiglu, 8 attention (context 1024),
-/// 9 gate + up + swiglu (2048 -> 2 x 5632; gemv 1: three launches, 2: one fused GEMV).
-/// `gemv`: 2 = kernels::gemv (+ fused gate/up/SwiGLU for op 9), 1 = the old kernels::gemv_v1; both <= 8 rows, cuBLAS above.
+/// 9 gate + up + swiglu (2048 -> 2 x 5632), 10 RMSNorm + q, k, v projections (2048 -> 2048 + 2 x 256),
+/// 11 RoPE of q and k + K/V store.
+/// `variant`: 0 = one launch per plain op, launches serialised (the backend before fusion);
+/// 1 = fused steps (9-11 in one launch each), overlapped launches. Ops 0-8 differ only in overlap.
 void BM_DecodeOps(benchmark::State& state) {
   const int op = static_cast<int>(state.range(0)), B = static_cast<int>(state.range(1));
-  const int gemv_version = static_cast<int>(state.range(2));
-  static const char* names[] = {"q_proj", "k_proj", "gate_proj", "down_proj", "lm_head", "rmsnorm", "rope", "swiglu", "attention",
-                                "gate_up_glu"};
+  const bool fused = state.range(2) != 0;
+  static const char* names[] = {"q_proj", "k_proj", "gate_proj", "down_proj", "lm_head", "rmsnorm", "rope", "swiglu",
+                                "attention", "gate_up_glu", "norm_qkv", "rope_store_kv"};
   const int shapes[5][2] = {{2048, 2048}, {2048, 256}, {2048, 5632}, {5632, 2048}, {2048, 32000}};
   lc::Stream s;
   lc::Gemm gemm(s.get());
-  gemm.set_gemv_version(gemv_version);
-  gemm.set_fuse_glu(gemv_version == 2);
+  gemm.set_fusion(fused);
+  gemm.set_skinny(fused);
+  lc::set_overlapped_launches(fused);
   const std::size_t big = static_cast<std::size_t>(B) * 32000;
   lc::DeviceBuffer<float> x(big), y(big);
   {
@@ -230,14 +265,17 @@ void BM_DecodeOps(benchmark::State& state) {
   using Cache = ContiguousCache<bf16, lc::DeviceMemory>;
   std::unique_ptr<Cache> cache;
   lc::DeviceBuffer<float> ws;
+  lc::DeviceBuffer<unsigned> counters;
   lc::AttentionLaunch l;
-  if (op == 8) {
+  if (op == 8 || op == 11) {
     cache = std::make_unique<Cache>(CacheGeometry{1, 4, 64, 2}, B, 1025);
     randomize(cache->slot(0).k, cache->allocated_bytes() / 4, 10);
     randomize(cache->slot(0).v, cache->allocated_bytes() / 4, 11);
     for (int b = 0; b < B; ++b) cache->open();
     l = lc::plan_attention(B, 32, 4, false, num_sms(), 2048);
     ws = lc::DeviceBuffer<float>(lc::attention_workspace_floats(B, 32, 64, l));
+    counters = lc::DeviceBuffer<unsigned>(lc::attention_counters(B, 4, l));
+    counters.fill_bytes(0);
   }
   double bytes = 0;
   auto run = [&] {
@@ -247,9 +285,40 @@ void BM_DecodeOps(benchmark::State& state) {
       bytes = 2.0 * in * out + 4.0 * B * (in + out);
     } else if (op == 9) {
       const std::size_t wsz = static_cast<std::size_t>(2048) * 5632;
-      gemm.gate_up_swiglu(MatrixView<const float>{x.data(), B, 2048}, w.data(), w.data() + wsz,
+      gemm.gate_up_swiglu(MatrixView<const float>{x.data(), B, 2048}, static_cast<const bf16*>(nullptr), 0.0f,
+                          MatrixView<float>{y.data(), B, 2048}, w.data(), w.data() + wsz,
                           MatrixView<float>{y.data(), B, 5632}, MatrixView<float>{y.data() + static_cast<std::size_t>(B) * 5632, B, 5632});
       bytes = 2.0 * 2 * wsz + 4.0 * B * (2048 + 5632);
+    } else if (op == 10) {
+      const std::size_t q_size = static_cast<std::size_t>(2048) * 2048, kv_size = static_cast<std::size_t>(256) * 2048;
+      float* yq = y.data();
+      float* yk = yq + static_cast<std::size_t>(B) * 2048;
+      float* yv = yk + static_cast<std::size_t>(B) * 256;
+      const lckv::steps::Projection<bf16> qkv[] = {{w.data(), {yq, B, 2048}},
+                                                   {w.data() + q_size, {yk, B, 256}},
+                                                   {w.data() + q_size + kv_size, {yv, B, 256}}};
+      const MatrixView<const float> in{x.data(), B, 2048};
+      // What CudaBackend::norm_project runs: one launch where the GEMV takes the rows, else rmsnorm + projections.
+      if (gemm.fuses<bf16>(B, 2048)) {
+        gemm.norm_project(in, w.data(), 1e-5f, std::span<const lckv::steps::Projection<bf16>>(qkv));
+      } else {
+        const MatrixView<float> xn{x.data() + static_cast<std::size_t>(B) * 2048, B, 2048};
+        lc::rmsnorm(in, w.data(), 1e-5f, xn, s.get());
+        gemm.project(MatrixView<const float>{xn.data, B, 2048}, std::span<const lckv::steps::Projection<bf16>>(qkv));
+      }
+      bytes = 2.0 * (q_size + 2 * kv_size) + 4.0 * B * (2048 + 2048 + 512);
+    } else if (op == 11) {
+      MatrixView<float> q{y.data(), B, 2048};
+      MatrixView<float> k{x.data(), B, 256};
+      MatrixView<const float> v{x.data() + static_cast<std::size_t>(B) * 256, B, 256};
+      if (fused) {
+        lc::rope_store_kv(q, 32, k, v, cache->slot(0), drows.data(), 10000.0f, s.get());
+      } else {
+        lc::rope(q, 32, 64, drows.data(), 10000.0f, s.get());
+        lc::rope(k, 4, 64, drows.data(), 10000.0f, s.get());
+        lc::store_kv(k, v, cache->slot(0), drows.data(), s.get());
+      }
+      bytes = 4.0 * B * (2 * 2048 + 3 * 256) + 2.0 * B * 512;
     } else if (op == 5) {
       lc::rmsnorm(MatrixView<const float>{x.data(), B, 2048}, w.data(), 1e-5f, MatrixView<float>{y.data(), B, 2048}, s.get());
       bytes = 8.0 * B * 2048;
@@ -261,21 +330,81 @@ void BM_DecodeOps(benchmark::State& state) {
       bytes = 12.0 * B * 5632;
     } else {
       lc::attention(MatrixView<const float>{x.data(), B, 2048}, cache->slot(0), drows.data(), MaskSpec{}, 32,
-                    MatrixView<float>{y.data(), B, 2048}, l, ws.data(), s.get());
+                    MatrixView<float>{y.data(), B, 2048}, l, ws.data(), s.get(), counters.data());
       bytes = 2.0 * 2 * B * 1025 * 4 * 64;
     }
   };
   for (int i = 0; i < 3; ++i) run();
   s.synchronize();
-  lc::Event e0, e1;
   const int reps = 200;
+  const Recorded graph(s.get(), [&] {
+    for (int i = 0; i < reps; ++i) run();
+  });
+  graph.replay();
+  lc::Event e0, e1;
   for (auto _ : state) {
     e0.record(s.get());
-    for (int i = 0; i < reps; ++i) run();
+    graph.replay();
     e1.record(s.get());
     state.SetIterationTime(e1.since(e0) / 1e3 / reps);
   }
   state.SetLabel(names[op]);
+  state.counters["bytes_per_s"] = benchmark::Counter(bytes * state.iterations(), benchmark::Counter::kIsRate);
+}
+
+/// The decode GEMMs at batch 16-128: impl 0 = lc::Gemm::linear (cuBLAS above 8 rows; op 9 =
+/// gate_up_swiglu, i.e. two GEMMs and swiglu there), 1 = the tensor-core skinny GEMM (op 9: one
+/// fused launch). Ops as in BM_DecodeOps: 0 q_proj, 1 k_proj, 2 gate, 3 down, 4 lm_head, 9 gate+up+SwiGLU.
+/// bytes_per_s counts the weights once plus x and y in fp32.
+void BM_SkinnyGemm(benchmark::State& state) {
+  const int op = static_cast<int>(state.range(0)), B = static_cast<int>(state.range(1));
+  const bool skinny = state.range(2) == 1;
+  const int shapes[5][2] = {{2048, 2048}, {2048, 256}, {2048, 5632}, {5632, 2048}, {2048, 32000}};
+  const int in = op == 9 ? 2048 : shapes[op][0], out = op == 9 ? 5632 : shapes[op][1];
+  lc::Stream s;
+  lc::Gemm gemm(s.get());
+  lc::SkinnyWorkspace ws(num_sms());
+  const std::size_t big = static_cast<std::size_t>(B) * 32000;
+  lc::DeviceBuffer<float> x(big), y(big), up(big);
+  {
+    std::vector<float> h(big);
+    for (std::size_t i = 0; i < h.size(); ++i) h[i] = static_cast<float>((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+    lc::copy_to_device(x.data(), h.data(), h.size());
+  }
+  const std::size_t wsz = static_cast<std::size_t>(in) * out;
+  lc::DeviceBuffer<bf16> w(2 * wsz);
+  randomize(w.data(), w.size(), 12);
+  gemm.reserve_activation(big);
+  const MatrixView<const float> xv{x.data(), B, in};
+  const MatrixView<float> yv{y.data(), B, out};
+  auto run = [&] {
+    if (op == 9) {
+      if (skinny) lc::skinny_gate_up_swiglu(xv, w.data(), w.data() + wsz, yv, ws, s.get());
+      else
+        gemm.gate_up_swiglu(xv, static_cast<const bf16*>(nullptr), 0.0f, MatrixView<float>{}, w.data(), w.data() + wsz, yv,
+                            MatrixView<float>{up.data(), B, out});
+    } else {
+      if (skinny) lc::skinny_linear(xv, w.data(), yv, false, ws, s.get());
+      else gemm.linear(xv, w.data(), yv, false);
+    }
+  };
+  const double bytes = 2.0 * wsz * (op == 9 ? 2 : 1) + 4.0 * B * (in + out);
+  for (int i = 0; i < 3; ++i) run();
+  s.synchronize();
+  const int reps = 200;
+  const Recorded graph(s.get(), [&] {
+    for (int i = 0; i < reps; ++i) run();
+  });
+  graph.replay();
+  lc::Event e0, e1;
+  for (auto _ : state) {
+    e0.record(s.get());
+    graph.replay();
+    e1.record(s.get());
+    state.SetIterationTime(e1.since(e0) / 1e3 / reps);
+  }
+  static const char* names[] = {"q_proj", "k_proj", "gate_proj", "down_proj", "lm_head", "", "", "", "", "gate_up_glu"};
+  state.SetLabel(std::string(names[op]) + (skinny ? " skinny" : " cublas"));
   state.counters["bytes_per_s"] = benchmark::Counter(bytes * state.iterations(), benchmark::Counter::kIsRate);
 }
 
@@ -342,9 +471,13 @@ void BM_TinyLlamaDecodeStep(benchmark::State& state) {
   randomize(cache.slot(0).k, cache.allocated_bytes() / 4, 6);
   randomize(cache.slot(0).v, cache.allocated_bytes() / 4, 7);
   Transformer<lc::CudaBackend<bf16>, Cache> model(m.config, m.weights.view());
-  // gemv: 1 = old kernel (MLP unfused), 2 = new kernel, MLP unfused, 3 = new kernel + fused gate/up/SwiGLU.
-  model.backend().set_gemv_version(state.range(3) == 1 ? 1 : 2);
-  model.backend().set_fuse_glu(state.range(3) == 3);
+  // variant: 0 = a launch per plain op, serialised launches, cuBLAS above 8 rows (the backend before
+  // this change); 1 = fused steps, serialised; 2 = fused steps, overlapped launches; 3 = 2 + the
+  // skinny tensor-core GEMM at 9-64 rows (the default).
+  const int variant = static_cast<int>(state.range(3));
+  model.backend().set_fusion(variant >= 1);
+  model.backend().set_skinny(variant >= 3);
+  lc::set_overlapped_launches(variant >= 2);
   std::vector<int> seqs;
   for (int b = 0; b < B; ++b) {
     seqs.push_back(cache.open());
@@ -433,24 +566,33 @@ void BM_TinyLlamaPrefill(benchmark::State& state) {
 BENCHMARK(BM_CopyBandwidth)->UseManualTime()->Iterations(20)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_GemmBf16)->ArgNames({"n", "bf16_out"})->Args({8192, 0})->Args({8192, 1})->UseManualTime()->Iterations(20)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_DecodeAttention)
-    ->ArgNames({"context", "batch", "lckv", "persist"})
-    ->ArgsProduct({{1024, 4096, 16384, 32768}, {1, 8, 32, 128, 256}, {0, 1}, {0}})
-    ->Args({32768, 1, 1, 1})
-    ->Args({16384, 2, 1, 1})
-    ->Args({4096, 8, 1, 1})
+    ->ArgNames({"context", "batch", "lckv", "persist", "splits"})
+    ->ArgsProduct({{1024, 4096, 16384, 32768}, {1, 8, 32, 128, 256}, {0, 1}, {0}, {0}})
+    ->Args({32768, 1, 1, 1, 0})
+    ->Args({16384, 2, 1, 1, 0})
+    ->Args({4096, 8, 1, 1, 0})
+    ->ArgsProduct({{1024, 16384}, {1, 8}, {0}, {0}, {1, 2, 4, 8, 16, 32}})
+    ->ArgsProduct({{16384, 32768}, {32}, {0}, {0}, {1, 4, 8}})
     ->UseManualTime()
     ->MinTime(0.05)
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_DecodeOps)
-    ->ArgNames({"op", "batch", "gemv"})
-    ->ArgsProduct({{0, 1, 2, 3, 4, 9}, {1, 8, 32}, {1, 2}})
-    ->ArgsProduct({{5, 6, 7, 8}, {1, 32}, {2}})
+    ->ArgNames({"op", "batch", "variant"})
+    ->ArgsProduct({{0, 1, 2, 3, 4, 9, 10}, {1, 8, 32}, {0, 1}})
+    ->ArgsProduct({{5, 6, 7, 8, 11}, {1, 32}, {0, 1}})
+    ->UseManualTime()
+    ->Iterations(5)
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_SkinnyGemm)
+    ->ArgNames({"op", "batch", "impl"})
+    ->ArgsProduct({{0, 1, 2, 3, 4, 9}, {16, 32, 64, 128}, {0, 1}})
     ->UseManualTime()
     ->Iterations(5)
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_TinyLlamaDecodeStep)
-    ->ArgNames({"batch", "context", "lckv", "gemv"})
-    ->ArgsProduct({{1, 32, 128}, {1024, 8192}, {0, 1}, {1, 2, 3}})
+    ->ArgNames({"batch", "context", "lckv", "variant"})
+    ->ArgsProduct({{1}, {1024, 8192}, {0, 1}, {0, 1, 2}})
+    ->ArgsProduct({{32, 128}, {1024, 8192}, {0, 1}, {0, 2, 3}})
     ->Iterations(40)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_TinyLlamaPrefill)

@@ -6,7 +6,8 @@
 #   ../shared/device/deps.sh                    # once, on the development machine
 #   bash bench/cuda/run_device.sh [quick]       # on the GPU machine, from the repo root
 #
-# "quick" runs a reduced benchmark set. Environment: SKIP_SAN=1 (no sanitizers),
+# "quick" runs a reduced benchmark set. Environment: PREBUILT=dir (run test_cuda, bench_cuda and
+# runner_smoke built elsewhere instead of building), SKIP_SAN=1 (no sanitizers),
 # SAN_TOOLS="memcheck racecheck" (default), RACE_FILTER (doctest filter for racecheck; default
 # the op suite), BENCH_FILTER (overrides the mode's benchmark filter), SAN_TIMEOUT, BENCH_TIMEOUT. Needs CUDA 12+ (nvcc, cuBLAS, CUB),
 # CMake >= 3.25, Ninja, and .device-deps/ from deps.sh (doctest, Google
@@ -36,14 +37,20 @@ fi
 
 build=build-device
 t0=$(date +%s)
-cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DLCKV_CUDA=ON -DLCKV_BUILD_BENCHMARKS=ON \
-  -DLCKV_BUILD_EXAMPLES=OFF -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH="$deps" >"$out/build.log" 2>&1 \
-  || { tail -30 "$out/build.log"; exit 1; }
-cmake --build $build -j"$(nproc)" --target test_cuda bench_cuda runner_smoke >>"$out/build.log" 2>&1 || { grep -m20 -B2 -A8 "error" "$out/build.log"; exit 1; }
-log "build: $(( $(date +%s) - t0 )) s"
+if [ -n "${PREBUILT:-}" ]; then
+  # Binaries built on the development machine (same CUDA, sm_90), carried over: no device time on compiling.
+  mkdir -p $build/bin && cp "$PREBUILT"/test_cuda "$PREBUILT"/bench_cuda "$PREBUILT"/runner_smoke $build/bin/
+  log "build: prebuilt binaries from $PREBUILT"
+else
+  cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DLCKV_CUDA=ON -DLCKV_BUILD_BENCHMARKS=ON \
+    -DLCKV_BUILD_EXAMPLES=OFF -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH="$deps" >"$out/build.log" 2>&1 \
+    || { tail -30 "$out/build.log"; exit 1; }
+  cmake --build $build -j"$(nproc)" --target test_cuda bench_cuda runner_smoke >>"$out/build.log" 2>&1 || { grep -m20 -B2 -A8 "error" "$out/build.log"; exit 1; }
+  log "build: $(( $(date +%s) - t0 )) s"
+fi
 
 test_rc=0
-$build/bin/test_cuda >"$out/test_cuda.log" 2>&1 || test_rc=$?
+timeout "${TEST_TIMEOUT:-300}" $build/bin/test_cuda >"$out/test_cuda.log" 2>&1 || test_rc=$?
 log "test_cuda rc=$test_rc: $(grep -E '^\[doctest\] (test cases|assertions)' "$out/test_cuda.log" | tr '\n' ' ')"
 [ $test_rc -ne 0 ] && grep -B3 -A12 "ERROR\|FATAL" "$out/test_cuda.log" | head -60
 

@@ -60,15 +60,23 @@ def main(path):
     if att:
         print("\ndecode attention, 22 layers, TinyLlama heads (32 q / 4 kv, d 64, bf16 KV)")
         print(f"{'context':>7} {'batch':>5} {'plan':>8} {'persist':>7} {'us':>9} {'KV read GB/s':>12} {'of copy':>7} {'splits':>6}")
-        rows = []
+        rows, forced = [], []
         for b in att:
             parts = dict(p.split(":") for p in b["name"].split("/")[1:] if ":" in p)
+            if parts.get("splits", "0") != "0":
+                forced.append((int(parts["context"]), int(parts["batch"]), int(parts["splits"]),
+                               b["real_time"], b["kv_read_bytes_per_s"] / bw))
+                continue
             t_us = b["real_time"] if b["time_unit"] == "us" else b["real_time"] * 1e3
             r = (int(parts["context"]), int(parts["batch"]), "lckv-w2" if parts["lckv"] == "1" else "standard",
                  parts["persist"], t_us, b["kv_read_bytes_per_s"], b["kv_read_bytes_per_s"] / bw, int(b["splits"]))
             rows.append(r)
         for r in sorted(rows, key=lambda r: (r[3], r[0], r[1], r[2])):
             print(f"{r[0]:>7} {r[1]:>5} {r[2]:>8} {r[3]:>7} {r[4]:>9.1f} {r[5] / 1e9:>12.0f} {r[6]:>7.2f} {r[7]:>6}")
+        if forced:
+            print("\nsplit count sweep (standard plan): context, batch, splits, us, of copy")
+            for r in sorted(forced):
+                print(f"{r[0]:>7} {r[1]:>5} {r[2]:>6} {r[3]:>9.1f} {r[4]:>7.2f}")
         with open(path + ".csv", "w") as f:
             f.write("context,batch,plan,persist,us,kv_read_GBps,fraction_of_copy\n")
             for r in rows:
@@ -78,20 +86,20 @@ def main(path):
     ops = find("BM_DecodeOps")
     if ops:
         print("\nper-op, TinyLlama shape, one launch (us) and bytes moved / time as a fraction of copy bandwidth")
-        print(f"{'op':>10} {'batch':>5} {'gemv':>4} {'us':>8} {'of copy':>7}")
+        print(f"{'op':>13} {'batch':>5} {'variant':>7} {'us':>8} {'of copy':>7}")
         for b in ops:
             parts = dict(p.split(":") for p in b["name"].split("/")[1:] if ":" in p)
-            print(f"{b.get('label', '?'):>10} {parts['batch']:>5} {parts.get('gemv', '-'):>4} {b['real_time']:>8.2f} "
+            print(f"{b.get('label', '?'):>13} {parts['batch']:>5} {parts.get('variant', '-'):>7} {b['real_time']:>8.2f} "
                   f"{b['bytes_per_s'] / bw:>7.2f}")
 
     dec = find("BM_TinyLlamaDecodeStep")
     if dec:
         print("\nTinyLlama-1.1B shape decode step, bf16 weights + KV (roofline = (weights + KV read) / copy bandwidth)")
-        print(f"{'gemv':>4} {'batch':>5} {'context':>7} {'plan':>8} {'MB read':>8} {'roofline ms':>11} {'device ms':>9} {'of roof':>7} {'wall ms':>8} {'of roof':>7} {'tok/s':>8}")
+        print(f"{'variant':>7} {'batch':>5} {'context':>7} {'plan':>8} {'MB read':>8} {'roofline ms':>11} {'device ms':>9} {'of roof':>7} {'wall ms':>8} {'of roof':>7} {'tok/s':>8}")
         for b in dec:
             parts = dict(p.split(":") for p in b["name"].split("/")[1:] if ":" in p)
             roof = b["bytes_MB"] * 1e6 / bw * 1e3
-            print(f"{parts.get('gemv', '-'):>4} {parts['batch']:>5} {parts['context']:>7} {'lckv-w2' if parts['lckv'] == '1' else 'standard':>8} "
+            print(f"{parts.get('variant', '-'):>7} {parts['batch']:>5} {parts['context']:>7} {'lckv-w2' if parts['lckv'] == '1' else 'standard':>8} "
                   f"{b['bytes_MB']:>8.0f} {roof:>11.3f} {b['device_ms']:>9.3f} {roof / b['device_ms']:>7.2f} "
                   f"{b['wall_ms']:>8.3f} {roof / b['wall_ms']:>7.2f} {b['tokens_per_s']:>8.0f}")
 

@@ -27,6 +27,8 @@ const char* name(Layout l);
 /// True when a CUDA device can run kernels; `why` otherwise.
 bool gpu_available(std::string* why);
 std::string device_name();
+/// Programmatic dependent launch on / off for every later launch (cuda::set_overlapped_launches).
+void set_overlapped_launches(bool on);
 
 /// x rounded to `t` and back (what the GPU stores for fp32 input x).
 float round_to(DType t, float x);
@@ -36,9 +38,30 @@ std::vector<float> rmsnorm(const std::vector<float>& x, int rows, int cols, cons
 /// y = x W^T, or y0 + x W^T when y0 is given. x: [rows, in]; w: [out, in].
 std::vector<float> linear(const std::vector<float>& x, int rows, int in, const std::vector<float>& w, int out, DType wt,
                           const std::vector<float>* y0);
-/// silu(x Wg^T) * (x Wu^T) through Gemm::gate_up_swiglu (fused when `fused`, else linear, linear, swiglu).
+/// silu(xn Wg^T) * (xn Wu^T) through Gemm::gate_up_swiglu (one launch when `fused`, else linear, linear,
+/// swiglu), xn = x, or RMSNorm(x; *norm, eps) when norm is given.
 std::vector<float> gate_up_swiglu(const std::vector<float>& x, int rows, int in, const std::vector<float>& wg,
-                                  const std::vector<float>& wu, int out, DType wt, bool fused);
+                                  const std::vector<float>& wu, int out, DType wt, bool fused,
+                                  const std::vector<float>* norm = nullptr, float eps = 1e-5f);
+/// linear and gate_up_swiglu through the tensor-core skinny GEMM (cuda::skinny_linear,
+/// cuda::skinny_gate_up_swiglu) called directly: 16-bit weights, rows <= kSkinnyMaxRows.
+std::vector<float> linear_tc(const std::vector<float>& x, int rows, int in, const std::vector<float>& w, int out, DType wt,
+                             const std::vector<float>* y0);
+std::vector<float> gate_up_swiglu_tc(const std::vector<float>& x, int rows, int in, const std::vector<float>& wg,
+                                     const std::vector<float>& wu, int out, DType wt);
+/// RMSNorm(x; norm, eps) W_s^T for each matrix w[s] ([out[s], in]) through CudaBackend::norm_project
+/// (one launch when `fused` and rows <= 8, else rmsnorm + linear each); outputs concatenated.
+std::vector<float> norm_project(const std::vector<float>& x, int rows, int in, const std::vector<float>& norm, float eps,
+                                const std::vector<std::vector<float>>& w, const std::vector<int>& out, DType wt,
+                                bool fused);
+/// cuda::rope_store_kv into a fresh NaN-poisoned contiguous cache of `kv` type (max_len positions
+/// per sequence): q afterwards, and the K and V then stored at each row ([rows, kv_heads * head_dim]).
+struct RopeStoreResult {
+  std::vector<float> q, k, v;
+};
+RopeStoreResult rope_store_kv(const std::vector<float>& q, int heads, const std::vector<float>& k,
+                              const std::vector<float>& v, int kv_heads, int head_dim, const std::vector<RowInfo>& rows,
+                              float theta, DType kv, int max_len);
 std::vector<float> rope(const std::vector<float>& x, int cols, int heads, int head_dim, const std::vector<RowInfo>& rows,
                         float theta);
 std::vector<float> swiglu(const std::vector<float>& gate, const std::vector<float>& up);
@@ -83,6 +106,7 @@ public:
     int page_size = 8;
     int ring_chunk = 64;
     bool graphs = true;
+    bool fusion = true;  ///< CudaBackend::set_fusion
   };
   GpuModel(const ModelConfig& config, const HostWeights& weights, const Options& options);
   ~GpuModel();

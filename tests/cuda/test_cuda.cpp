@@ -171,6 +171,137 @@ TEST_CASE("gate_up_swiglu (fused GEMV with SwiGLU epilogue) vs CPU" * doctest::s
         if (m == 5)
           CHECK(rel_error(cudatest::gate_up_swiglu(xm, m, in, Wg, Wu, out, t, false), g, "gate_up_swiglu unfused") <=
                 tol(t));
+        // With the RMSNorm folded in (the decode MLP): reference = cpu::rmsnorm, then the same.
+        const auto norm = rounded(t, randn(static_cast<std::size_t>(in), rng, 0.3f));
+        std::vector<float> xn(xm.size());
+        cpu::rmsnorm({xm.data(), m, in}, norm.data(), 1e-5f, {xn.data(), m, in});
+        if (m > 8) xn = rounded(t, xn);
+        cpu::linear({xn.data(), m, in}, Wg.data(), {g.data(), m, out});
+        cpu::linear({xn.data(), m, in}, Wu.data(), {u.data(), m, out});
+        cpu::swiglu({g.data(), m, out}, {u.data(), m, out});
+        for (bool fused : {true, false})
+          CHECK(rel_error(cudatest::gate_up_swiglu(xm, m, in, Wg, Wu, out, t, fused, &norm), g,
+                          fused ? "norm + gate_up_swiglu" : "norm + gate_up_swiglu unfused") <= tol(t));
+      }
+    }
+  }
+}
+
+TEST_CASE("norm_project (RMSNorm + 1-3 projections in one GEMV launch) vs CPU" * doctest::skip(!gpu())) {
+  // q / k / v shapes of a GQA layer, plus awkward sizes; 1-8 rows fuse, 13 rows take rmsnorm + cuBLAS.
+  const std::vector<std::vector<int>> outs = {{512, 128, 128}, {1000}, {24, 3000}, {256, 64, 64}};
+  const int ins[] = {256, 520, 136, 2048};
+  for (DType t : {DType::F32, DType::BF16, DType::F16}) {
+    const std::string dtype_name = cudatest::name(t);
+    CAPTURE(dtype_name);
+    Rng rng(fresh_seed());
+    for (std::size_t shape = 0; shape < outs.size(); ++shape) {
+      const int in = ins[shape];
+      CAPTURE(in);
+      std::vector<std::vector<float>> W;
+      for (int out : outs[shape]) W.push_back(rounded(t, randn(static_cast<std::size_t>(out) * in, rng, 0.05f)));
+      const auto norm = rounded(t, randn(static_cast<std::size_t>(in), rng, 0.3f));
+      for (int m : {1, 2, 3, 5, 8, 13}) {
+        CAPTURE(m);
+        const auto x = randn(static_cast<std::size_t>(m) * in, rng, 2.0f);
+        std::vector<float> xn(x.size());
+        cpu::rmsnorm({x.data(), m, in}, norm.data(), 1e-5f, {xn.data(), m, in});
+        if (m > 8 && t != DType::F32) xn = rounded(t, xn);  // cuBLAS takes x in the weight type
+        std::vector<float> want;
+        for (std::size_t s = 0; s < W.size(); ++s) {
+          const int out = outs[shape][s];
+          std::vector<float> y(static_cast<std::size_t>(m) * out);
+          cpu::linear({xn.data(), m, in}, W[s].data(), {y.data(), m, out});
+          want.insert(want.end(), y.begin(), y.end());
+        }
+        for (bool fused : {true, false})
+          CHECK(rel_error(cudatest::norm_project(x, m, in, norm, 1e-5f, W, outs[shape], t, fused), want,
+                          fused ? "norm_project" : "norm_project unfused") <= tol(t));
+      }
+    }
+  }
+}
+
+TEST_CASE("rope_store_kv (RoPE of q and k, K/V into the cache in one launch) vs CPU" * doctest::skip(!gpu())) {
+  for (DType t : {DType::F32, DType::BF16})
+    for (int head_dim : {64, 128})
+      for (float theta : {10000.0f, 500000.0f, 0.0f}) {  // 0: StreamingLLM stores unrotated keys
+        const std::string dtype_name = cudatest::name(t);
+        CAPTURE(dtype_name);
+        CAPTURE(head_dim);
+        CAPTURE(theta);
+        Rng rng(fresh_seed());
+        const int heads = 8, kv_heads = 2, max_len = 700;
+        std::vector<RowInfo> rows;
+        for (int seq = 0; seq < 3; ++seq)
+          for (int i = 0; i < 4; ++i) rows.push_back({seq, static_cast<int>(rng.below(max_len))});
+        rows.push_back({1, max_len - 1});
+        const int qc = heads * head_dim, kc = kv_heads * head_dim;
+        // Distinct positions per sequence: a repeated one would be written twice.
+        std::sort(rows.begin(), rows.end(), [](RowInfo a, RowInfo b) { return a.seq != b.seq ? a.seq < b.seq : a.pos < b.pos; });
+        rows.erase(std::unique(rows.begin(), rows.end(), [](RowInfo a, RowInfo b) { return a.seq == b.seq && a.pos == b.pos; }),
+                   rows.end());
+        const int m = static_cast<int>(rows.size());
+        const auto q = randn(static_cast<std::size_t>(m) * qc, rng), k = randn(static_cast<std::size_t>(m) * kc, rng),
+                   v = randn(static_cast<std::size_t>(m) * kc, rng);
+        auto q_want = q, k_want = k;
+        if (theta > 0.0f) {
+          cpu::rope({q_want.data(), m, qc}, heads, head_dim, rows.data(), theta);
+          cpu::rope({k_want.data(), m, kc}, kv_heads, head_dim, rows.data(), theta);
+        }
+        const auto got = cudatest::rope_store_kv(q, heads, k, v, kv_heads, head_dim, rows, theta, t, max_len);
+        CHECK(rel_error(got.q, q_want, "rope_store_kv q") <= 1e-5);
+        CHECK(rel_error(got.k, rounded(t, k_want), "rope_store_kv k") <= (t == DType::F32 ? 1e-5 : 1e-2));
+        CHECK(rel_error(got.v, rounded(t, v), "rope_store_kv v") == 0.0);
+      }
+}
+
+TEST_CASE("skinny tensor-core GEMM (9-128 rows, split-K, GLU) vs CPU" * doctest::skip(!gpu())) {
+  // TinyLlama's shapes ({out, in}: q, k, gate, down) and awkward ones: `out` not a multiple of the
+  // 128-row tile (or below 8), `in` not a multiple of the 64-wide k-tile, few tiles (split-K with the
+  // last-block reduction) and many; rows cover every bucket of 8-row groups and their edges.
+  const int shapes[][2] = {{2048, 2048}, {256, 2048}, {5632, 2048}, {2048, 5632}, {1000, 520},
+                           {2006, 136},  {4005, 64},  {3, 5632},    {130, 520}};
+  for (DType t : {DType::BF16, DType::F16}) {
+    const std::string dtype_name = cudatest::name(t);
+    CAPTURE(dtype_name);
+    Rng rng(fresh_seed());
+    for (const auto& sh : shapes) {
+      const int out = sh[0], in = sh[1];
+      CAPTURE(out);
+      CAPTURE(in);
+      const auto W = rounded(t, randn(static_cast<std::size_t>(out) * in, rng, 0.05f));
+      for (int m : {9, 13, 16, 17, 32, 33, 64, 100, 128}) {
+        CAPTURE(m);
+        const auto xm = randn(static_cast<std::size_t>(m) * in, rng, 3.0f);
+        const auto xr = rounded(t, xm);  // the kernel rounds x to the weight type
+        std::vector<float> y(static_cast<std::size_t>(m) * out);
+        cpu::linear({xr.data(), m, in}, W.data(), {y.data(), m, out});
+        CHECK(rel_error(cudatest::linear_tc(xm, m, in, W, out, t, nullptr), y, "skinny") <= tol(t));
+        if (m == 13 || m == 64 || m == 100) {
+          const auto y0 = randn(y.size(), rng);
+          std::vector<float> acc = y0;
+          cpu::linear({xr.data(), m, in}, W.data(), {acc.data(), m, out}, true);
+          CHECK(rel_error(cudatest::linear_tc(xm, m, in, W, out, t, &y0), acc, "skinny accumulate") <= tol(t));
+        }
+      }
+    }
+    const int glu_shapes[][2] = {{5632, 2048}, {1000, 520}, {4005, 136}, {3, 64}};
+    for (const auto& sh : glu_shapes) {
+      const int out = sh[0], in = sh[1];
+      CAPTURE(out);
+      CAPTURE(in);
+      const auto Wg = rounded(t, randn(static_cast<std::size_t>(out) * in, rng, 0.05f));
+      const auto Wu = rounded(t, randn(static_cast<std::size_t>(out) * in, rng, 0.05f));
+      for (int m : {9, 17, 32, 64, 128}) {
+        CAPTURE(m);
+        const auto xm = randn(static_cast<std::size_t>(m) * in, rng, 3.0f);
+        const auto xr = rounded(t, xm);
+        std::vector<float> g(static_cast<std::size_t>(m) * out), u(g.size());
+        cpu::linear({xr.data(), m, in}, Wg.data(), {g.data(), m, out});
+        cpu::linear({xr.data(), m, in}, Wu.data(), {u.data(), m, out});
+        cpu::swiglu({g.data(), m, out}, {u.data(), m, out});
+        CHECK(rel_error(cudatest::gate_up_swiglu_tc(xm, m, in, Wg, Wu, out, t), g, "skinny gate_up_swiglu") <= tol(t));
       }
     }
   }
@@ -233,6 +364,22 @@ TEST_CASE("store_kv and zero_kv vs CPU, contiguous and paged" * doctest::skip(!g
     }
 }
 
+/// The CPU's attention for the case, on its K/V rounded to the case's type.
+std::vector<float> cpu_attention(const cudatest::AttentionCase& c) {
+  const int n = static_cast<int>(c.rows.size()), qw = c.heads * c.head_dim, w = c.kv_heads * c.head_dim;
+  ContiguousCache<float> ref(CacheGeometry{1, c.kv_heads, c.head_dim, 4}, static_cast<int>(c.length.size()), c.max_len);
+  for (std::size_t s = 0; s < c.length.size(); ++s) {
+    ref.open();
+    std::vector<RowInfo> rows;
+    for (int p = 0; p < c.length[s]; ++p) rows.push_back({static_cast<int>(s), p});
+    const auto k = rounded(c.kv, c.k[s]), v = rounded(c.kv, c.v[s]);
+    cpu::store_kv({k.data(), c.length[s], w}, {v.data(), c.length[s], w}, ref.slot(0), rows.data());
+  }
+  std::vector<float> want(c.q.size());
+  cpu::attention({c.q.data(), n, qw}, ref.slot(0), c.rows.data(), c.mask, c.heads, {want.data(), n, qw});
+  return want;
+}
+
 TEST_CASE("attention vs CPU: masks x layouts x dtypes x tilings" * doctest::skip(!gpu())) {
   // The last two: StreamingLLM, q and K unrotated, rotated on read by cache position.
   const std::vector<MaskSpec> masks{{false, 0, 0}, {true, 0, 0},     {false, 7, 0},          {true, 7, 0},
@@ -275,22 +422,48 @@ TEST_CASE("attention vs CPU: masks x layouts x dtypes x tilings" * doctest::skip
             for (std::size_t s = 0; s < c.length.size(); ++s) c.rows.push_back({static_cast<int>(s), c.length[s] - 1});
             c.rows.push_back({0, 0});
           }
-          const int n = static_cast<int>(c.rows.size()), qw = c.heads * c.head_dim;
-          c.q = randn(static_cast<std::size_t>(n) * qw, rng);
-          // CPU reference on the rounded K/V.
-          ContiguousCache<float> ref(CacheGeometry{1, c.kv_heads, c.head_dim, 4}, static_cast<int>(c.length.size()), c.max_len);
-          for (std::size_t s = 0; s < c.length.size(); ++s) {
-            ref.open();
-            std::vector<RowInfo> rows;
-            for (int p = 0; p < c.length[s]; ++p) rows.push_back({static_cast<int>(s), p});
-            const auto k = rounded(t, c.k[s]), v = rounded(t, c.v[s]);
-            cpu::store_kv({k.data(), c.length[s], static_cast<int>(w)}, {v.data(), c.length[s], static_cast<int>(w)},
-                          ref.slot(0), rows.data());
-          }
-          std::vector<float> want(c.q.size());
-          cpu::attention({c.q.data(), n, qw}, ref.slot(0), c.rows.data(), mask, c.heads, {want.data(), n, qw});
-          CHECK(rel_error(cudatest::attention(c), want, "attention") <= tol(t));
+          c.q = randn(c.rows.size() * static_cast<std::size_t>(c.heads) * c.head_dim, rng);
+          CHECK(rel_error(cudatest::attention(c), cpu_attention(c), "attention") <= tol(t));
         }
+  // Decode on tensor cores: long contexts (many splits), the Llama-7B (G 1, d 128) and
+  // TinyLlama (G 8, d 64) head layouts, forced splits; cudatest::attention runs each twice.
+  const std::vector<MaskSpec> long_masks{{false, 0, 0}, {true, 0, 0}, {false, 700, 0}, {true, 7, 0},
+                                         {false, 1500, 5}, {true, 1500, 5}};
+  const int shapes[3][2] = {{128, 1}, {128, 4}, {64, 8}};  // head_dim, group
+  for (Layout layout : {Layout::Contiguous, Layout::Paged})
+    for (DType t : {DType::BF16, DType::F16})
+      for (const MaskSpec& mask : long_masks)
+        for (const auto& shape : shapes)
+          for (int splits : {0, 1, 3, 17}) {
+            CAPTURE(cudatest::name(layout));
+            CAPTURE(cudatest::name(t));
+            CAPTURE(mask.name());
+            CAPTURE(shape[0]);
+            CAPTURE(shape[1]);
+            CAPTURE(splits);
+            Rng rng(fresh_seed());
+            cudatest::AttentionCase c;
+            c.layout = layout;
+            c.kv = t;
+            c.kv_heads = 2;
+            c.heads = shape[1] * c.kv_heads;
+            c.head_dim = shape[0];
+            c.max_len = 3000;
+            c.page_size = 16;
+            c.length = {3000, 700, 1 + static_cast<int>(rng.below(150))};
+            c.splits = splits;
+            c.mask = mask;
+            const std::size_t w = static_cast<std::size_t>(c.kv_heads) * c.head_dim;
+            for (int len : c.length) {
+              c.k.push_back(randn(static_cast<std::size_t>(len) * w, rng));
+              c.v.push_back(randn(static_cast<std::size_t>(len) * w, rng));
+            }
+            for (std::size_t s = 0; s < c.length.size(); ++s) c.rows.push_back({static_cast<int>(s), c.length[s] - 1});
+            c.rows.push_back({0, 0});
+            c.rows.push_back({0, 1500});
+            c.q = randn(c.rows.size() * static_cast<std::size_t>(c.heads) * c.head_dim, rng);
+            CHECK(rel_error(cudatest::attention(c), cpu_attention(c), "attention") <= tol(t));
+          }
 }
 
 TEST_CASE("sampling: same token as sample_token for the same u" * doctest::skip(!gpu())) {
@@ -413,7 +586,7 @@ TEST_CASE("logits vs CPU for every named variant and random layer_types; decode 
     }
 }
 
-TEST_CASE("decode of token n equals the sequential forward at n; contiguous == paged; graphs == eager" *
+TEST_CASE("decode of token n equals the sequential forward at n; contiguous == paged; graphs == eager; fused == unfused" *
           doctest::skip(!gpu())) {
   Rng rng(fresh_seed());
   const int L = 6;
@@ -429,11 +602,12 @@ TEST_CASE("decode of token n equals the sequential forward at n; contiguous == p
       std::vector<int> tokens;
       for (int i = 0; i < 14; ++i) tokens.push_back(static_cast<int>(rng.below(300)));
 
-      auto decode_all = [&](Layout layout, bool graphs) {
+      auto decode_all = [&](Layout layout, bool graphs, bool fusion = true) {
         cudatest::GpuModel::Options o;
         o.weights = o.kv = t;
         o.layout = layout;
         o.graphs = graphs;
+        o.fusion = fusion;
         o.max_length = 32;
         o.ring_chunk = 1;  // decode only: windowed slots keep just the window
         cudatest::GpuModel m(config, weights, o);
@@ -459,6 +633,13 @@ TEST_CASE("decode of token n equals the sequential forward at n; contiguous == p
       CHECK(rel_error(contiguous, sequential, "decode vs sequential forward") <= (t == DType::F32 ? 1e-5 : 2e-2));
       CHECK(rel_error(decode_all(Layout::Paged, true), contiguous, "paged vs contiguous") == 0.0);
       CHECK(rel_error(decode_all(Layout::Contiguous, false), contiguous, "eager vs graph") == 0.0);
+      // Overlapped launches change when kernels start, never what they compute.
+      cudatest::set_overlapped_launches(false);
+      CHECK(rel_error(decode_all(Layout::Contiguous, true), contiguous, "serial vs overlapped launches") == 0.0);
+      // Unfused steps (rmsnorm, linear per projection, rope, rope, store_kv, ...) round in another order.
+      CHECK(rel_error(decode_all(Layout::Contiguous, true, false), contiguous, "unfused vs fused steps") <=
+            (t == DType::F32 ? 1e-5 : 2e-2));
+      cudatest::set_overlapped_launches(true);
       if (t == DType::F32 && v.name == "yoco")
         CHECK(rel_error(decode_all(Layout::Ring, true), contiguous, "ring vs contiguous") <= 1e-6);
     }

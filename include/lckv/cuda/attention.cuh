@@ -11,16 +11,19 @@
 /// - split-KV: with few query tiles (decode), the keys of a row are cut into
 ///   `splits` ranges computed on the device from the row's position, so the
 ///   launch is independent of the context length (a CUDA Graph can replay it);
-///   a second kernel merges the partial results;
+///   the decode kernel merges the partials in its last block per row, the
+///   others through combine_kernel;
 /// - masks: the row's key spans come from the same policy structs as the CPU
 ///   (lckv/attention/mask.hpp), evaluated on the device per row;
-/// - decode rows (one per block, GQA group <= 8, head_dim 64) go to
-///   decode_kernel_tc (16-bit KV: QK^T and PV on tensor cores) or decode_kernel
-///   (fp32 KV, CUDA cores).
+/// - decode rows (one per block) go to decode_kernel_mma (16-bit KV, head_dim
+///   64 / 128, GQA group <= 16: mma.sync in the FlashAttention-2 register layout,
+///   per-warp cp.async pipelines) or decode_kernel (fp32 KV, CUDA cores);
+/// - every kernel is launched with programmatic dependent launch (launch.cuh).
 ///
-/// Measured (H200, docs/benchmarks-cuda.md): decode at 16K-32K x batch >= 32
-/// reads KV at 0.66-0.69 of copy bandwidth; v1 (this file's general kernel
-/// for decode) reached 0.07, v2 (register Q, fp32) 0.15.
+/// Measured (H200, docs/benchmarks-cuda.md): v3 (WMMA decode, one register-staged
+/// tile, separate merge) read KV at 0.66-0.69 of copy bandwidth at 16K-32K x
+/// batch >= 32; v1 (this file's general kernel for decode) 0.07, v2 (register
+/// Q, fp32) 0.15.
 ///
 /// Rows of one tile normally belong to one sequence (a prefill chunk); a tile
 /// mixing sequences is handled one row at a time (correct, slower).
@@ -34,7 +37,6 @@
 #include <type_traits>
 
 #include <cub/block/block_reduce.cuh>
-#include <mma.h>
 
 #include "lckv/attention/layer_mask.hpp"
 #include "lckv/attention/mask.hpp"
@@ -42,6 +44,8 @@
 #include "lckv/core/rows.hpp"
 #include "lckv/cuda/dtype.cuh"
 #include "lckv/cuda/error.cuh"
+#include "lckv/cuda/launch.cuh"
+#include "lckv/cuda/mma.cuh"
 
 namespace lckv::cuda {
 
@@ -177,6 +181,8 @@ struct KvTileStager {
 template <class Slot, int D, int MaxQ>
 __global__ void __launch_bounds__(kThreads) attention_kernel(Params<Slot> p) {
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(p.slot.key(0, 0, 0))>>;
+  pdl::allow_next();
+  pdl::wait();
   constexpr int V = Vec16<T>::n;           // elements per 16-byte load
   constexpr int KS = D + 4;                // padded K row (conflict-free 16-byte reads)
   constexpr int QStep = kThreads / kKeyTile;
@@ -414,6 +420,8 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Params<Slot> p) {
 template <class Slot, int D>
 __global__ void __launch_bounds__(kThreads, 4) decode_kernel(Params<Slot> p) {
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(p.slot.key(0, 0, 0))>>;
+  pdl::allow_next();
+  pdl::wait();
   constexpr int V = Vec16<T>::n;
   constexpr int Chunks = D / V;                            // 16-byte chunks per key row
   constexpr int RowBytes = D * static_cast<int>(sizeof(T)) + 16;  // padded: conflict-free row reads
@@ -535,130 +543,305 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(Params<Slot> p) {
   if (aq < G) write_decode_output<D>(p, row, kvh * G + aq, split, ad4, acc, m_s[aq], l_s[aq]);
 }
 
-/// Tensor-core decode for 16-bit KV (bf16, fp16), head_dim 64, GQA group <= 8:
-/// the group's queries are the M dimension (padded to 16) of two WMMA products
-/// per key tile, S = Q K^T and O_tile = P V, with K/V tiles in shared memory in
-/// their storage type. Q and P are rounded to the KV type for the products (as
-/// FlashAttention does); the softmax, its running max / sum and the output
-/// accumulation stay fp32. Split-KV and masks as in decode_kernel.
+/// Decode on tensor cores for 16-bit KV (bf16, fp16), head_dim 64 or 128, GQA
+/// group <= 16 (FlashAttention-2 register layout, one block per (split, kv head, row)):
+/// - the group's query heads, padded to 16, are the A operand of m16n8k16 MMAs,
+///   held in registers for the whole kernel (pre-scaled by scale * log2 e, so
+///   the softmax uses exp2); S = Q K^T stays in the accumulators, is exponentiated
+///   and repacked in registers as the A operand of P V: no shared-memory round
+///   trip for S, P or O;
+/// - each warp walks its own key tiles of the block's split (tile i of the split
+///   goes to warp i % kDecodeWarps) with its own online softmax and its own
+///   kDecodeStages-deep cp.async pipeline (K and V tiles, XOR-swizzled rows so
+///   ldmatrix is conflict-free): no block-wide barrier per tile;
+/// - the warps' (m, l, O) are merged once through shared memory at the end; with
+///   split-KV each block writes its partial, and the last block of a (row, kv head)
+///   to arrive (an atomic counter) merges all splits and resets the counter.
+/// Q and P are rounded to the KV type for the products (as FlashAttention does);
+/// the softmax, its running max / sum and the accumulation are fp32.
+inline constexpr int kDecodeWarps = 4;
+inline constexpr int kDecodeStages = 3;
+inline constexpr int kDecodeBlocksPerSm = 2;  ///< what the shared memory allows; plan_attention fills SMs by it
+inline constexpr int kDecodeMaxGroup = 16;    ///< the MMA's M
+/// A warp's key tile: 8 KiB of K and V per stage for either head_dim.
+template <int D>
+inline constexpr int kWarpKeys = 2048 / D;
+
+template <int D>
+inline constexpr std::size_t kDecodeSmemBytes = static_cast<std::size_t>(kDecodeWarps) * kDecodeStages * 2 * kWarpKeys<D> * D * 2;
+
+/// counters: [n, kv_heads] zero on entry when p.splits > 1, and left zero.
 template <class Slot, int D>
-__global__ void __launch_bounds__(kThreads) decode_kernel_tc(Params<Slot> p) {
-  using namespace nvcuda;
+__global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_kernel_mma(Params<Slot> p,
+                                                                                           unsigned* counters) {
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(p.slot.key(0, 0, 0))>>;
-  static_assert(sizeof(T) == 2 && D == 64 && kThreads == 128 && kKeyTile == 64);
-  constexpr int LD = D + 8;       // 16-bit rows, padded (multiple of 8 for WMMA)
-  constexpr int LDS = kKeyTile + 4;  // fp32 score / output rows
-  constexpr int LDP = kKeyTile + 8;
+  static_assert(sizeof(T) == 2 && (D == 64 || D == 128));
+  constexpr int W = kDecodeWarps, Stages = kDecodeStages, KT = kWarpKeys<D>;
+  constexpr int Chunks = D / 8;               // 16-byte chunks per key row
+  constexpr int RowsPerPass = 32 / Chunks;    // key rows a warp's 32 lanes copy at once
+  constexpr int Passes = KT / RowsPerPass;
+  constexpr int NT = KT / 8;                  // S tiles (8 keys each)
+  constexpr int DT = D / 8;                   // O tiles (8 dims each)
+  constexpr int TileBytes = KT * D * 2;       // one K (or V) tile
+  static_assert(Passes * RowsPerPass == KT && KT % 16 == 0);
+  static_assert((W * 16 * D + 2 * W * 16) * sizeof(float) <= kDecodeSmemBytes<D>, "merge scratch reuses the tiles");
+  static_assert(kDecodeMaxGroup * kMaxSplits * sizeof(float) <= kDecodeSmemBytes<D>, "split weights too");
 
-  __shared__ alignas(32) T Qs[16 * LD];
-  __shared__ alignas(32) T Ks[kKeyTile * LD];
-  __shared__ alignas(32) T Vs[kKeyTile * LD];
-  __shared__ alignas(32) T Ps[16 * LDP];
-  __shared__ alignas(32) float Sf[16 * LDS];
-  __shared__ alignas(32) float Of[16 * LDS];
-  __shared__ float m_s[16], l_s[16], c_s[16];
-  __shared__ int k_pos[kKeyTile];
+  extern __shared__ float4 dsmem[];  // [warp][stage][K, V][KT][D], rows swizzled; then merge scratch
+  __shared__ float L_s[kDecodeMaxGroup];
+  __shared__ bool last_s;
 
-  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int split = blockIdx.x, kvh = blockIdx.y, row = blockIdx.z;
-  const int G = p.group, q_stride = p.heads * D;
+  pdl::allow_next();
+  pdl::wait();  // q, rows, the cache (just written), out and the workspace all belong to earlier kernels
+
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int split = blockIdx.x, kvh = blockIdx.y, row = blockIdx.z, kv_heads = gridDim.y;
+  const int G = p.group, g = lane / 4, c = (lane % 4) * 2;
   const RowInfo ri = p.rows[row];
   const KeySpans span = mask_keys(p.mask, ri.pos);
   const SplitRange range = split_range(span, p.splits, split);
-  const int start = range.start, stop = range.stop;
+  const int tiles = range.stop > range.start ? (range.stop - range.start + KT - 1) / KT : 0;
+  const int mine = tiles > warp ? (tiles - warp + W - 1) / W : 0;  // this warp's tiles: warp, warp + W, ...
 
-  for (int i = tid; i < 16 * D; i += kThreads) {
-    const int r = i / D, d = i % D;
-    const float v = r < G ? p.q[static_cast<std::int64_t>(row) * q_stride + (kvh * G + r) * D + d] * p.scale : 0.0f;
-    Qs[r * LD + d] = from_float<T>(v);
+  // Q[16, D] as A fragments: qa[k][.] covers dims [16k, 16k + 16); rows >= G are zero.
+  std::uint32_t qa[D / 16][4];
+  {
+    const float qs = p.scale * 1.4426950408889634f;  // log2(e): softmax in base 2
+    const float* q = p.q + static_cast<std::int64_t>(row) * p.heads * D + static_cast<std::int64_t>(kvh) * G * D;
+#pragma unroll
+    for (int k = 0; k < D / 16; ++k)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int qr = g + 8 * (r % 2), d = 16 * k + 8 * (r / 2) + c;
+        const float2 v = qr < G ? *reinterpret_cast<const float2*>(q + qr * D + d) : make_float2(0.f, 0.f);
+        qa[k][r] = ptx::pack2<T>(v.x * qs, v.y * qs);
+      }
   }
-  for (int i = tid; i < 16 * LDP; i += kThreads) Ps[i] = from_float<T>(0.0f);  // rows >= G stay zero
-  if (tid < 16) {
-    m_s[tid] = -INFINITY;
-    l_s[tid] = 0.0f;
-    c_s[tid] = 1.0f;
-  }
-  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-  const int aq = tid / (D / 4), ad4 = tid % (D / 4);
 
-  KvTileStager<T, D> stage;
-  if (start < stop) stage.load(p.slot, ri.seq, kvh, range, start, tid);
+  const std::uint32_t wbase = ptx::smem_address(dsmem) + warp * Stages * 2 * TileBytes;
+  // Byte offset of 16-byte chunk `ch` of key row `key` in a tile: chunks XOR-swizzled
+  // by key % 8, so 8 consecutive rows at one chunk hit 8 distinct bank groups.
+  auto at = [](int key, int ch) { return static_cast<std::uint32_t>(key * D * 2 + ((ch ^ (key % 8)) * 16)); };
+
+  // Copies this warp's it-th tile into stage it % Stages; always commits a group
+  // (empty past the warp's tiles) so the wait counts stay uniform.
+  auto issue = [&](int it) {
+    if (it < mine) {
+      const int li0 = range.start + (warp + it * W) * KT;
+      const std::uint32_t kb = wbase + (it % Stages) * 2 * TileBytes, vb = kb + TileBytes;
+      const int ch = lane % Chunks;
+#pragma unroll
+      for (int pass = 0; pass < Passes; ++pass) {
+        const int key = lane / Chunks + pass * RowsPerPass, pos = range.position(li0 + key);
+        const bool ok = pos >= 0;
+        const T* kp = ok ? p.slot.key(ri.seq, pos, kvh) + 8 * ch : nullptr;
+        const T* vp = ok ? p.slot.value(ri.seq, pos, kvh) + 8 * ch : nullptr;
+        ptx::cp_async_16(kb + at(key, ch), ok ? static_cast<const void*>(kp) : p.q, ok);
+        ptx::cp_async_16(vb + at(key, ch), ok ? static_cast<const void*>(vp) : p.q, ok);
+      }
+    }
+    ptx::cp_async_commit();
+  };
+
+  float o[DT][4];
+#pragma unroll
+  for (int j = 0; j < DT; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // rows g, g + 8; l: this lane's columns only
+
+#pragma unroll
+  for (int s = 0; s < Stages - 1; ++s) issue(s);
+  for (int it = 0; it < mine; ++it) {
+    ptx::cp_async_wait<Stages - 2>();  // this lane's copies of tile it are done ...
+    __syncwarp();                      // ... and every lane's; tile it - 1's stage is free
+    issue(it + Stages - 1);
+    const std::uint32_t kb = wbase + (it % Stages) * 2 * TileBytes, vb = kb + TileBytes;
+    const int li0 = range.start + (warp + it * W) * KT;
+
+    // S[16, KT] = Q K^T. ldmatrix x4 (lanes 8i.. give matrix i): keys 8 * (i / 2), dims 8 * (i % 2).
+    float s[NT][4];
+#pragma unroll
+    for (int j = 0; j < NT; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+    for (int k = 0; k < D / 16; ++k)
+#pragma unroll
+      for (int j = 0; j < NT; j += 2) {
+        std::uint32_t b[4];
+        ptx::ldmatrix_x4(b, kb + at(8 * j + 8 * (lane / 16) + lane % 8, 2 * k + (lane / 8) % 2));
+        ptx::mma_16816<T>(s[j], qa[k], b[0], b[1]);
+        ptx::mma_16816<T>(s[j + 1], qa[k], b[2], b[3]);
+      }
+
+    // Keys outside the span (or past the split) -> -inf; online softmax per row.
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int pos = range.position(li0 + 8 * j + c + e);
+        if (pos < 0 || !span.contains(pos)) s[j][e] = s[j][2 + e] = -INFINITY;
+        mx[0] = fmaxf(mx[0], s[j][e]);
+        mx[1] = fmaxf(mx[1], s[j][2 + e]);
+      }
+    float corr[2], base[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+      const float mn = fmaxf(m[h], mx[h]);
+      base[h] = mn == -INFINITY ? 0.0f : mn;  // all masked so far: every p is exp2(-inf) = 0
+      corr[h] = exp2f(m[h] - base[h]);
+      m[h] = mn;
+    }
+    float rs[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[j][e] = exp2f(s[j][e] - base[e / 2]);
+        rs[e / 2] += s[j][e];
+      }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) l[h] = l[h] * corr[h] + rs[h];
+#pragma unroll
+    for (int j = 0; j < DT; ++j) {
+      o[j][0] *= corr[0];
+      o[j][1] *= corr[0];
+      o[j][2] *= corr[1];
+      o[j][3] *= corr[1];
+    }
+
+    // O[16, D] += P V: S tiles 2k, 2k + 1 are P's A fragment for keys [16k, 16k + 16).
+    // ldmatrix x4 trans (lanes 8i.. give matrix i): keys 8 * (i % 2), dims 8 * (i / 2).
+#pragma unroll
+    for (int k = 0; k < KT / 16; ++k) {
+      const std::uint32_t pa[4] = {ptx::pack2<T>(s[2 * k][0], s[2 * k][1]), ptx::pack2<T>(s[2 * k][2], s[2 * k][3]),
+                                   ptx::pack2<T>(s[2 * k + 1][0], s[2 * k + 1][1]),
+                                   ptx::pack2<T>(s[2 * k + 1][2], s[2 * k + 1][3])};
+#pragma unroll
+      for (int j = 0; j < DT; j += 2) {
+        std::uint32_t b[4];
+        ptx::ldmatrix_x4_trans(b, vb + at(16 * k + 8 * ((lane / 8) % 2) + lane % 8, j + lane / 16));
+        ptx::mma_16816<T>(o[j], pa, b[0], b[1]);
+        ptx::mma_16816<T>(o[j + 1], pa, b[2], b[3]);
+      }
+    }
+  }
+  ptx::cp_async_wait<0>();
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+  }
+
+  // Merge the warps: scratch Ow [W][16][D], m_w [W][16], l_w [W][16] over the tiles.
   __syncthreads();
-  for (int t0 = start; t0 < stop; t0 += kKeyTile) {
-    stage.store(Ks, Vs, LD, tid);
-    if (tid < kKeyTile) k_pos[tid] = range.position(t0 + tid);
-    __syncthreads();
-    if (t0 + kKeyTile < stop) stage.load(p.slot, ri.seq, kvh, range, t0 + kKeyTile, tid);
-
-    {  // S[16, 64] = Q[16, 64] K^T: warp w takes keys [16w, 16w + 16).
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> c;
-      wmma::fill_fragment(c, 0.0f);
+  float* Ow = reinterpret_cast<float*>(dsmem);
+  float* m_w = Ow + W * 16 * D;
+  float* l_w = m_w + W * 16;
 #pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        wmma::load_matrix_sync(a, Qs + kk * 16, LD);
-        wmma::load_matrix_sync(b, Ks + (16 * warp) * LD + kk * 16, LD);
-        wmma::mma_sync(c, a, b, c);
-      }
-      wmma::store_matrix_sync(Sf + 16 * warp, c, LDS, wmma::mem_row_major);
-    }
-    __syncthreads();
-
-    for (int r = warp; r < G; r += kThreads / 32) {
-      const int p0i = k_pos[lane], p1i = k_pos[lane + 32];
-      const float v0 = (p0i >= 0 && span.contains(p0i)) ? Sf[r * LDS + lane] : -INFINITY;
-      const float v1 = (p1i >= 0 && span.contains(p1i)) ? Sf[r * LDS + lane + 32] : -INFINITY;
-      float mt = fmaxf(v0, v1);
+  for (int h = 0; h < 2; ++h) {
+    const int qr = g + 8 * h;
+    if (qr >= G) continue;
 #pragma unroll
-      for (int o = 16; o > 0; o /= 2) mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, o));
-      const float m_old = m_s[r], m_new = fmaxf(m_old, mt);
-      float corr = 1.0f, e0 = 0.0f, e1 = 0.0f;
-      if (m_new != -INFINITY) {
-        e0 = expf(v0 - m_new);
-        e1 = expf(v1 - m_new);
-        corr = expf(m_old - m_new);
-      }
-      float sum = e0 + e1;
-#pragma unroll
-      for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-      Ps[r * LDP + lane] = from_float<T>(e0);
-      Ps[r * LDP + lane + 32] = from_float<T>(e1);
-      __syncwarp();
-      if (lane == 0) {
-        m_s[r] = m_new;
-        l_s[r] = l_s[r] * corr + sum;
-        c_s[r] = corr;
-      }
-    }
-    __syncthreads();
-
-    {  // O_tile[16, 64] = P[16, 64] V[64, 64]: warp w takes dims [16w, 16w + 16).
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> c;
-      wmma::fill_fragment(c, 0.0f);
-#pragma unroll
-      for (int kk = 0; kk < kKeyTile / 16; ++kk) {
-        wmma::load_matrix_sync(a, Ps + kk * 16, LDP);
-        wmma::load_matrix_sync(b, Vs + (kk * 16) * LD + 16 * warp, LD);
-        wmma::mma_sync(c, a, b, c);
-      }
-      wmma::store_matrix_sync(Of + 16 * warp, c, LDS, wmma::mem_row_major);
-    }
-    __syncthreads();
-
-    if (aq < G) {
-      const float cr = c_s[aq];
-      const float4 t = *reinterpret_cast<const float4*>(Of + aq * LDS + 4 * ad4);
-      acc.x = acc.x * cr + t.x;
-      acc.y = acc.y * cr + t.y;
-      acc.z = acc.z * cr + t.z;
-      acc.w = acc.w * cr + t.w;
+    for (int j = 0; j < DT; ++j)
+      *reinterpret_cast<float2*>(Ow + (warp * 16 + qr) * D + 8 * j + c) = make_float2(o[j][2 * h], o[j][2 * h + 1]);
+    if (lane % 4 == 0) {
+      m_w[warp * 16 + qr] = m[h];
+      l_w[warp * 16 + qr] = l[h];
     }
   }
+  __syncthreads();
+  for (int e = threadIdx.x; e < G * D; e += W * 32) {
+    const int qr = e / D, d = e % D, h = kvh * G + qr;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < W; ++w) M = fmaxf(M, m_w[w * 16 + qr]);
+    float L = 0.0f, O = 0.0f;
+#pragma unroll
+    for (int w = 0; w < W; ++w) {
+      const float mw = m_w[w * 16 + qr], sc = mw == -INFINITY ? 0.0f : exp2f(mw - M);
+      L += sc * l_w[w * 16 + qr];
+      O += sc * Ow[(w * 16 + qr) * D + d];
+    }
+    if (p.splits == 1) {
+      p.out[static_cast<std::int64_t>(row) * p.heads * D + h * D + d] = L > 0.0f ? O / L : 0.0f;
+    } else {
+      const std::int64_t part = (static_cast<std::int64_t>(row) * p.heads + h) * p.splits + split;
+      p.part_o[part * D + d] = O;
+      if (d == 0) {
+        p.part_ml[part * 2] = M;  // base 2, read only by this kernel's merge below
+        p.part_ml[part * 2 + 1] = L;
+      }
+    }
+  }
+  if (p.splits == 1) return;
 
-  if (aq < G) write_decode_output<D>(p, row, kvh * G + aq, split, ad4, acc, m_s[aq], l_s[aq]);
+  // Split-KV: the last block of this (row, kv head) to arrive merges all partials.
+  __threadfence();  // this thread's partial is visible device-wide before the count
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned* counter = counters + static_cast<std::int64_t>(row) * kv_heads + kvh;
+    last_s = atomicAdd(counter, 1u) == static_cast<unsigned>(p.splits - 1);
+    if (last_s) *counter = 0;  // every split has arrived: reset for the next launch / graph replay
+  }
+  __syncthreads();
+  if (!last_s) return;
+  __threadfence();  // acquire: the other blocks' partials (read through L2 below)
+
+  float* wsplit = reinterpret_cast<float*>(dsmem);  // [G][splits] weights e^(m_s - M)
+  const int S = p.splits;
+  for (int qr = warp; qr < G; qr += W) {
+    const std::int64_t part0 = (static_cast<std::int64_t>(row) * p.heads + kvh * G + qr) * S;
+    float M = -INFINITY;
+    for (int sp = lane; sp < S; sp += 32) M = fmaxf(M, __ldcg(p.part_ml + (part0 + sp) * 2));
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, off));
+    float L = 0.0f;
+    for (int sp = lane; sp < S; sp += 32) {
+      const float ms = __ldcg(p.part_ml + (part0 + sp) * 2);
+      const float w = ms == -INFINITY ? 0.0f : exp2f(ms - M);
+      wsplit[qr * S + sp] = w;
+      L += w * __ldcg(p.part_ml + (part0 + sp) * 2 + 1);
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) L += __shfl_xor_sync(0xffffffffu, L, off);
+    if (lane == 0) L_s[qr] = L;
+  }
+  __syncthreads();
+  // Each thread's output elements, with the loads of 4 splits x all its elements in flight
+  // at once: this merge is on the critical path of every decode step (a loop of dependent
+  // L2 round trips here cost more than the keys of a short context).
+  constexpr int E = kDecodeMaxGroup * D / (W * 32);  // elements per thread at most
+  constexpr int U = 4;                               // splits per batch of loads
+  float O[E];
+#pragma unroll
+  for (int k = 0; k < E; ++k) O[k] = 0.0f;
+  const std::int64_t head0 = static_cast<std::int64_t>(row) * p.heads + kvh * G;
+  for (int sp0 = 0; sp0 < S; sp0 += U) {
+    float part[E][U];
+#pragma unroll
+    for (int k = 0; k < E; ++k) {
+      const int e = threadIdx.x + k * W * 32, qr = e / D, d = e % D;
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        part[k][u] = e < G * D && sp0 + u < S ? __ldcg(p.part_o + ((head0 + qr) * S + sp0 + u) * D + d) : 0.0f;
+    }
+#pragma unroll
+    for (int k = 0; k < E; ++k) {
+      const int e = threadIdx.x + k * W * 32, qr = e / D;
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        if (e < G * D && sp0 + u < S) O[k] += part[k][u] * wsplit[qr * S + sp0 + u];
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < E; ++k) {
+    const int e = threadIdx.x + k * W * 32, qr = e / D, d = e % D;
+    if (e < G * D) {
+      const float L = L_s[qr];
+      p.out[(head0 + qr) * D + d] = L > 0.0f ? O[k] / L : 0.0f;
+    }
+  }
 }
 
 /// StreamingLLM (MaskSpec::rope_theta_on_read > 0): q and the cached keys are
@@ -669,6 +852,8 @@ __global__ void __launch_bounds__(kThreads) decode_kernel_tc(Params<Slot> p) {
 template <class Slot, int D>
 __global__ void __launch_bounds__(32) attention_rotated_kernel(Params<Slot> p, float theta) {
   constexpr int N = D / 32, H = N / 2;  // dims per lane, of which H in the first half
+  pdl::allow_next();
+  pdl::wait();
   const int lane = threadIdx.x, row = blockIdx.x / p.heads, h = blockIdx.x % p.heads, kvh = h / p.group;
   const RowInfo ri = p.rows[row];
   const KeySpans span = mask_keys(p.mask, ri.pos);
@@ -737,6 +922,8 @@ __global__ void __launch_bounds__(D) combine_kernel(const float* part_o, const f
   __shared__ typename Reduce::TempStorage tmp;
   __shared__ float w[kMaxSplits];
   __shared__ float M_s, L_s;
+  pdl::allow_next();
+  pdl::wait();
   const int row = blockIdx.x / heads, h = blockIdx.x % heads, d = threadIdx.x;
   const std::int64_t base = (static_cast<std::int64_t>(row) * heads + h) * splits;
   float m = -INFINITY;
@@ -768,9 +955,10 @@ struct AttentionLaunch {
   int splits = 1;
 };
 
-/// Picks the tiling: whole query tiles when rows come in runs of one sequence
-/// (prefill), one row per block otherwise (decode), and enough key splits to
-/// give every SM a few blocks.
+/// Picks the tiling. Prefill (rows come in runs of one sequence): whole query
+/// tiles, and key splits up to a few blocks per SM. Decode (one row per block):
+/// the fewest splits whose blocks fill the SMs' decode_kernel_mma slots evenly
+/// (>= 90% of the last wave busy), since every split of a row costs the same.
 /// `max_keys` (a bound on any row's key count, e.g. a power of two above the
 /// longest position) keeps at least two key tiles per split.
 inline AttentionLaunch plan_attention(int n, int heads, int kv_heads, bool prefill_rows, int num_sms,
@@ -780,15 +968,38 @@ inline AttentionLaunch plan_attention(int n, int heads, int kv_heads, bool prefi
   l.rows_per_tile = prefill_rows ? std::max(1, attn::kMaxQueries / group) : 1;
   const int tiles = (n + l.rows_per_tile - 1) / l.rows_per_tile;
   const long blocks = static_cast<long>(tiles) * kv_heads;
-  const long want = 4L * num_sms;
-  l.splits = blocks >= want ? 1 : static_cast<int>(std::min<long>(attn::kMaxSplits, (want + blocks - 1) / blocks));
-  l.splits = std::max(1, std::min(l.splits, max_keys / (2 * attn::kKeyTile)));
+  const int most = std::max(1, std::min(attn::kMaxSplits, max_keys / (2 * attn::kKeyTile)));
+  if (prefill_rows) {
+    const long want = 4L * num_sms;
+    l.splits = blocks >= want ? 1 : static_cast<int>(std::min<long>(attn::kMaxSplits, (want + blocks - 1) / blocks));
+    l.splits = std::min(l.splits, most);
+    return l;
+  }
+  const long slots = static_cast<long>(num_sms) * attn::kDecodeBlocksPerSm;
+  double best = 0.0;
+  for (int s = 1; s <= most; ++s) {
+    const long b = blocks * s, waves = (b + slots - 1) / slots;
+    const double busy = static_cast<double>(b) / static_cast<double>(waves * slots);
+    if (busy > best + 1e-9) {
+      best = busy;
+      l.splits = s;
+    }
+    if (busy >= 0.9) break;
+  }
   return l;
 }
 
-/// Workspace floats plan `l` needs for n rows.
+/// Workspace floats plan `l` needs for n rows (split partials).
 inline std::size_t attention_workspace_floats(int n, int heads, int head_dim, const AttentionLaunch& l) {
   return l.splits == 1 ? 0 : static_cast<std::size_t>(n) * heads * l.splits * (head_dim + 2);
+}
+
+/// Split-KV arrival counters plan `l` needs for n rows ([n, kv_heads]). They must
+/// be zero before the first attention call that uses them (cudaMemset once, when
+/// allocated); decode_kernel_mma leaves them zero, so they stay valid across calls
+/// and CUDA Graph replays.
+inline std::size_t attention_counters(int n, int kv_heads, const AttentionLaunch& l) {
+  return l.splits == 1 || l.rows_per_tile != 1 ? 0 : static_cast<std::size_t>(n) * kv_heads;
 }
 
 template <class Slot, int D, int MaxQ>
@@ -803,46 +1014,57 @@ void launch_attention_q(const attn::Params<Slot>& p, int kv_heads, cudaStream_t 
   }();
   (void)raised;
   const dim3 grid(p.splits, kv_heads, (p.n + p.rows_per_tile - 1) / p.rows_per_tile);
-  attn::attention_kernel<Slot, D, MaxQ><<<grid, attn::kThreads, smem, s>>>(p);
-  LCKV_CUDA_CHECK_LAUNCH("attention_kernel");
+  launch("attention_kernel", attn::attention_kernel<Slot, D, MaxQ>, grid, attn::kThreads, smem, s, p);
 }
 
-/// Decode blocks (few queries: one row's GQA group) get a small-register
-/// variant so more blocks fit an SM; prefill tiles the full kMaxQueries.
+template <int D, class Slot>
+void launch_combine(const attn::Params<Slot>& p, cudaStream_t s) {
+  launch("attention combine_kernel", attn::combine_kernel<D>, p.n * p.heads, D, 0, s,
+         static_cast<const float*>(p.part_o), static_cast<const float*>(p.part_ml), p.out, p.heads, p.splits);
+}
+
+/// Decode rows (one per block) of 16-bit KV go to decode_kernel_mma (split merge
+/// included), of fp32 KV at head_dim 64 to decode_kernel; prefill tiles and the
+/// rest to attention_kernel, a small-register variant when few queries share a tile.
 template <class Slot, int D>
-void launch_attention_d(const attn::Params<Slot>& p, int kv_heads, cudaStream_t s) {
-  if constexpr (D == 64) {
-    if (p.rows_per_tile == 1 && p.group <= attn::kDecodeQueries) {
-      const dim3 grid(p.splits, kv_heads, p.n);
-      using T = std::remove_cv_t<std::remove_pointer_t<decltype(p.slot.key(0, 0, 0))>>;
-      if constexpr (sizeof(T) == 2) {
-        attn::decode_kernel_tc<Slot, D><<<grid, attn::kThreads, 0, s>>>(p);
-        LCKV_CUDA_CHECK_LAUNCH("decode_kernel_tc");
-      } else {
-        attn::decode_kernel<Slot, D><<<grid, attn::kThreads, 0, s>>>(p);
-        LCKV_CUDA_CHECK_LAUNCH("decode_kernel");
+void launch_attention_d(const attn::Params<Slot>& p, int kv_heads, unsigned* counters, cudaStream_t s) {
+  using T = std::remove_cv_t<std::remove_pointer_t<decltype(p.slot.key(0, 0, 0))>>;
+  if (p.rows_per_tile == 1) {
+    if constexpr (sizeof(T) == 2) {
+      if (p.group <= attn::kDecodeMaxGroup) {
+        if (p.splits > 1 && !counters) throw InvalidArgument("cuda attention: split-KV decode needs counters");
+        constexpr std::size_t smem = attn::kDecodeSmemBytes<D>;
+        static const bool raised = [] {
+          LCKV_CUDA_CHECK(cudaFuncSetAttribute(attn::decode_kernel_mma<Slot, D>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+          return true;
+        }();
+        (void)raised;
+        launch("decode_kernel_mma", attn::decode_kernel_mma<Slot, D>, dim3(p.splits, kv_heads, p.n),
+               attn::kDecodeWarps * 32, smem, s, p, counters);
+        return;
       }
-      if (p.splits > 1) {
-        attn::combine_kernel<D><<<p.n * p.heads, D, 0, s>>>(p.part_o, p.part_ml, p.out, p.heads, p.splits);
-        LCKV_CUDA_CHECK_LAUNCH("attention combine_kernel");
+    } else if constexpr (D == 64) {
+      if (p.group <= attn::kDecodeQueries) {
+        launch("decode_kernel", attn::decode_kernel<Slot, D>, dim3(p.splits, kv_heads, p.n), attn::kThreads, 0, s, p);
+        if (p.splits > 1) launch_combine<D>(p, s);
+        return;
       }
-      return;
     }
   }
   if (p.rows_per_tile * p.group <= attn::kDecodeQueries) launch_attention_q<Slot, D, attn::kDecodeQueries>(p, kv_heads, s);
   else launch_attention_q<Slot, D, attn::kMaxQueries>(p, kv_heads, s);
-  if (p.splits > 1) {
-    attn::combine_kernel<D><<<p.n * p.heads, D, 0, s>>>(p.part_o, p.part_ml, p.out, p.heads, p.splits);
-    LCKV_CUDA_CHECK_LAUNCH("attention combine_kernel");
-  }
+  if (p.splits > 1) launch_combine<D>(p, s);
 }
 
 /// out[r, h] = softmax over the keys mask allows at rows[r].pos of q.K / sqrt(d), times V;
 /// zero where it allows none. q, out: [n, heads * head_dim] device fp32; rows: [n] device.
-/// `workspace` holds attention_workspace_floats(...) floats when l.splits > 1.
+/// `workspace` holds attention_workspace_floats(...) floats when l.splits > 1, and
+/// `counters` attention_counters(...) zeroed counters (left zero) when that is > 0.
 template <class Slot>
 void attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows, const MaskSpec& mask, int heads,
-               MatrixView<float> out, const AttentionLaunch& l, float* workspace, cudaStream_t s) {
+               MatrixView<float> out, const AttentionLaunch& l, float* workspace, cudaStream_t s,
+               unsigned* counters = nullptr) {
   if (q.rows == 0) return;
   if (heads % slot.kv_heads != 0)
     throw InvalidArgument("cuda attention: heads = " + std::to_string(heads) + " is not a multiple of kv_heads = " +
@@ -869,21 +1091,21 @@ void attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows,
     throw InvalidArgument("cuda attention: splits = " + std::to_string(l.splits) + ", expected 1.." +
                           std::to_string(attn::kMaxSplits));
   if (mask.rope_theta_on_read > 0.0f) {
-    auto launch = [&](auto d) {
+    auto rotated = [&](auto d) {
       constexpr int D = decltype(d)::value;
-      attn::attention_rotated_kernel<Slot, D><<<q.rows * heads, 32, 0, s>>>(p, mask.rope_theta_on_read);
-      LCKV_CUDA_CHECK_LAUNCH("attention_rotated_kernel");
+      launch("attention_rotated_kernel", attn::attention_rotated_kernel<Slot, D>, q.rows * heads, 32, 0, s, p,
+             mask.rope_theta_on_read);
     };
-    if (slot.head_dim == 64) launch(std::integral_constant<int, 64>{});
-    else if (slot.head_dim == 128) launch(std::integral_constant<int, 128>{});
+    if (slot.head_dim == 64) rotated(std::integral_constant<int, 64>{});
+    else if (slot.head_dim == 128) rotated(std::integral_constant<int, 128>{});
     else
       throw InvalidArgument("cuda attention: head_dim = " + std::to_string(slot.head_dim) +
                             " is not compiled in (supported: 64, 128)");
     return;
   }
   switch (slot.head_dim) {
-    case 64: launch_attention_d<Slot, 64>(p, slot.kv_heads, s); break;
-    case 128: launch_attention_d<Slot, 128>(p, slot.kv_heads, s); break;
+    case 64: launch_attention_d<Slot, 64>(p, slot.kv_heads, counters, s); break;
+    case 128: launch_attention_d<Slot, 128>(p, slot.kv_heads, counters, s); break;
     default:
       throw InvalidArgument("cuda attention: head_dim = " + std::to_string(slot.head_dim) +
                             " is not compiled in (supported: 64, 128)");

@@ -26,11 +26,13 @@
 #include "lckv/attention/layer_mask.hpp"
 #include "lckv/core/buffer.hpp"
 #include "lckv/core/rows.hpp"
+#include "lckv/engine/fused_steps.hpp"
 #include "lckv/cuda/attention.cuh"
 #include "lckv/cuda/device_memory.cuh"
 #include "lckv/cuda/dtype.cuh"
 #include "lckv/cuda/error.cuh"
 #include "lckv/cuda/gemm.cuh"
+#include "lckv/cuda/launch.cuh"
 #include "lckv/cuda/graph.cuh"
 #include "lckv/cuda/ops.cuh"
 #include "lckv/cuda/sampling.cuh"
@@ -59,10 +61,11 @@ public:
   void synchronize() const { ctx_->stream.synchronize(); }
   const StepGraphs& graphs() const { return ctx_->graphs; }
   void set_graphs(bool on) { ctx_->options.graphs = on; }
-  /// Benchmarks: 1 selects the old GEMV kernel (Gemm::set_gemv_version).
-  void set_gemv_version(int v) { ctx_->gemm.set_gemv_version(v); }
-  /// Benchmarks: false runs the MLP as linear, linear, swiglu (three launches).
-  void set_fuse_glu(bool on) { ctx_->gemm.set_fuse_glu(on); }
+  /// Benchmarks: false runs every fused step (steps::norm_project, norm_gate_up_swiglu,
+  /// rope_store_kv) as its plain ops, one launch each.
+  void set_fusion(bool on) { ctx_->gemm.set_fusion(on); }
+  /// Benchmarks: false sends 16-bit weights at 9-64 rows to cuBLAS instead of the skinny GEMM.
+  void set_skinny(bool on) { ctx_->gemm.set_skinny(on); }
 
   template <class T>
   Buffer<T> alloc(std::size_t n) const {
@@ -108,13 +111,38 @@ public:
       if (!ctx_->capturing) ctx_->gemm.reserve_activation(static_cast<std::size_t>(x.size()));
     ctx_->gemm.linear(x, w, y, accumulate);
   }
-  /// gate = silu(x Wg^T) * (x Wu^T) (Transformer's optional MLP hook): one GEMV launch at decode
-  /// row counts, else linear, linear, swiglu with `up` as scratch.
-  void gate_up_swiglu(MatrixView<const float> x, const W* wg, const W* wu, MatrixView<float> gate,
-                      MatrixView<float> up) const {
+  /// steps::norm_project in one GEMV launch at decode row counts (else rmsnorm + linear each).
+  void norm_project(MatrixView<const float> x, const W* norm, float eps, MatrixView<float> xn,
+                    std::span<const steps::Projection<W>> projections) const {
+    if (!ctx_->gemm.template fuses<W>(x.rows, x.cols)) {
+      rmsnorm(x, norm, eps, xn);
+      if constexpr (!std::is_same_v<W, float>)
+        if (!ctx_->capturing) ctx_->gemm.reserve_activation(static_cast<std::size_t>(x.size()));
+      ctx_->gemm.project(MatrixView<const float>{xn.data, xn.rows, xn.cols}, projections);
+      return;
+    }
+    ctx_->gemm.norm_project(x, norm, eps, projections);
+  }
+  /// steps::norm_gate_up_swiglu in one GEMV launch at decode row counts.
+  void norm_gate_up_swiglu(MatrixView<const float> x, const W* norm, float eps, MatrixView<float> xn, const W* wg,
+                           const W* wu, MatrixView<float> gate, MatrixView<float> up) const {
     if constexpr (!std::is_same_v<W, float>)
       if (!ctx_->capturing) ctx_->gemm.reserve_activation(static_cast<std::size_t>(x.size()));
-    ctx_->gemm.gate_up_swiglu(x, wg, wu, gate, up);
+    ctx_->gemm.gate_up_swiglu(x, norm, eps, xn, wg, wu, gate, up);
+  }
+  /// steps::rope_store_kv in one launch (unless fusion is off).
+  template <class Slot>
+  void rope_store_kv(MatrixView<float> q, int heads, MatrixView<float> k, MatrixView<const float> v, const Slot& slot,
+                     const RowInfo* rows, float theta) const {
+    if (!ctx_->gemm.fusion()) {
+      if (theta > 0.0f) {
+        rope(q, heads, slot.head_dim, rows, theta);
+        rope(k, slot.kv_heads, slot.head_dim, rows, theta);
+      }
+      store_kv(k, v, slot, rows);
+      return;
+    }
+    cuda::rope_store_kv(q, heads, k, v, slot, rows, theta, stream());
   }
   void rope(MatrixView<float> x, int heads, int head_dim, const RowInfo* rows, float theta) const {
     cuda::rope(x, heads, head_dim, rows, theta, stream());
@@ -143,7 +171,14 @@ public:
       if (ctx_->capturing) throw CudaError("cuda attention: workspace would grow during graph capture");
       ctx_->attn_ws = DeviceBuffer<float>(ws);
     }
-    cuda::attention(q, slot, rows, mask, heads, out, l, ctx_->attn_ws.data(), stream());
+    // Split-KV decode blocks count arrivals here; the last one merges and resets its counter to 0.
+    const std::size_t nc = attention_counters(q.rows, slot.kv_heads, l);
+    if (nc > ctx_->attn_counters.size()) {
+      if (ctx_->capturing) throw CudaError("cuda attention: counters would grow during graph capture");
+      ctx_->attn_counters = DeviceBuffer<unsigned>(nc);
+      LCKV_CUDA_CHECK(cudaMemsetAsync(ctx_->attn_counters.data(), 0, nc * sizeof(unsigned), stream()));
+    }
+    cuda::attention(q, slot, rows, mask, heads, out, l, ctx_->attn_ws.data(), stream(), ctx_->attn_counters.data());
   }
 
   /// Tokens for rows of device logits [rows, vocab], one uniform each (see sampling.cuh).
@@ -176,10 +211,12 @@ public:
     key.push_back(reinterpret_cast<std::int64_t>(ctx_->arena.data()));
     key.push_back(reinterpret_cast<std::int64_t>(ctx_->attn_ws.data()));
     key.push_back(static_cast<std::int64_t>(ctx_->attn_ws.size()));
+    key.push_back(reinterpret_cast<std::int64_t>(ctx_->attn_counters.data()));
     key.push_back(reinterpret_cast<std::int64_t>(ctx_->gemm.activation_data()));
     key.push_back(ctx_->key_bucket);
-    key.push_back(ctx_->gemm.gemv_version());
-    key.push_back(ctx_->gemm.fuses_glu(1) ? 1 : 0);
+    key.push_back(ctx_->gemm.fusion() ? 1 : 0);
+    key.push_back(ctx_->gemm.skinny() ? 1 : 0);
+    key.push_back(overlapped_launches() ? 1 : 0);
     ctx_->graphs.run(key, stream(), [&](bool capturing) {
       ctx_->capturing = capturing;
       struct Off {
@@ -228,6 +265,7 @@ private:
     std::vector<DeviceBuffer<unsigned char>> retired;
     std::size_t offset = 0;
     DeviceBuffer<float> attn_ws;
+    DeviceBuffer<unsigned> attn_counters;
     int num_sms = 1;
     bool prefill_rows = false;
     int key_bucket = 1 << 30;

@@ -14,6 +14,7 @@
 #include "lckv/core/rows.hpp"
 #include "lckv/cuda/dtype.cuh"
 #include "lckv/cuda/error.cuh"
+#include "lckv/cuda/launch.cuh"
 
 namespace lckv::cuda {
 
@@ -21,6 +22,8 @@ namespace kernels {
 
 template <class W>
 __global__ void embed(const int* tokens, const W* table, float* out, int cols) {
+  pdl::allow_next();
+  pdl::wait();
   const int r = blockIdx.x;
   const W* src = table + static_cast<std::int64_t>(tokens[r]) * cols;
   float* dst = out + static_cast<std::int64_t>(r) * cols;
@@ -29,6 +32,8 @@ __global__ void embed(const int* tokens, const W* table, float* out, int cols) {
 
 template <int Threads, class W>
 __global__ void __launch_bounds__(Threads) rmsnorm(const float* x, const W* w, float eps, float* out, int cols) {
+  pdl::allow_next();
+  pdl::wait();
   using Reduce = cub::BlockReduce<float, Threads>;
   __shared__ typename Reduce::TempStorage tmp;
   __shared__ float inv;
@@ -42,8 +47,19 @@ __global__ void __launch_bounds__(Threads) rmsnorm(const float* x, const W* w, f
   for (int c = threadIdx.x; c < cols; c += Threads) o[c] = to_float(w[c]) * (in[c] * inv);
 }
 
+/// sin and cos of RoPE's angle for pair i of a head at position pos. The CPU
+/// computes powf(theta, e) in fp32 (correctly rounded in glibc); double pow
+/// rounded to float reproduces it.
+__device__ inline void rope_sin_cos(int pos, int i, int head_dim, float theta, float* s, float* c) {
+  const float e = static_cast<float>(2 * i) / static_cast<float>(head_dim);
+  const float inv_freq = 1.0f / static_cast<float>(pow(static_cast<double>(theta), static_cast<double>(e)));
+  sincosf(static_cast<float>(pos) * inv_freq, s, c);
+}
+
 template <int = 0>
 __global__ void rope(float* x, int cols, int heads, int head_dim, const RowInfo* rows, float theta, int n) {
+  pdl::allow_next();
+  pdl::wait();
   const int half = head_dim / 2;
   const std::int64_t total = static_cast<std::int64_t>(n) * heads * half;
   for (std::int64_t t = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; t < total;
@@ -51,13 +67,8 @@ __global__ void rope(float* x, int cols, int heads, int head_dim, const RowInfo*
     const int i = static_cast<int>(t % half);
     const int h = static_cast<int>((t / half) % heads);
     const int r = static_cast<int>(t / (static_cast<std::int64_t>(half) * heads));
-    // The CPU computes powf(theta, e) in fp32 (correctly rounded in glibc);
-    // double pow rounded to float reproduces it.
-    const float e = static_cast<float>(2 * i) / static_cast<float>(head_dim);
-    const float inv_freq = 1.0f / static_cast<float>(pow(static_cast<double>(theta), static_cast<double>(e)));
-    const float angle = static_cast<float>(rows[r].pos) * inv_freq;
     float s, c;
-    sincosf(angle, &s, &c);
+    rope_sin_cos(rows[r].pos, i, head_dim, theta, &s, &c);
     float* v = x + static_cast<std::int64_t>(r) * cols + h * head_dim;
     const float a = v[i], b = v[i + half];
     v[i] = a * c - b * s;
@@ -65,8 +76,50 @@ __global__ void rope(float* x, int cols, int heads, int head_dim, const RowInfo*
   }
 }
 
+/// One thread per rotation pair of q's heads and k's heads: q rotated in
+/// place, k rotated on its way into the slot, v copied next to it. theta == 0
+/// stores without rotating (StreamingLLM rotates at read time).
+template <class Slot>
+__global__ void rope_store_kv(float* q, int heads, const float* k, const float* v, Slot slot, const RowInfo* rows,
+                              float theta, int n) {
+  pdl::allow_next();
+  pdl::wait();
+  using T = std::remove_cv_t<std::remove_pointer_t<decltype(slot.key(0, 0, 0))>>;
+  const int D = slot.head_dim, half = D / 2, all = heads + slot.kv_heads;
+  const std::int64_t total = static_cast<std::int64_t>(n) * all * half;
+  for (std::int64_t t = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; t < total;
+       t += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const int i = static_cast<int>(t % half);
+    const int h = static_cast<int>((t / half) % all);
+    const int r = static_cast<int>(t / (static_cast<std::int64_t>(half) * all));
+    const RowInfo ri = rows[r];
+    float s = 0.0f, c = 1.0f;
+    if (theta > 0.0f) rope_sin_cos(ri.pos, i, D, theta, &s, &c);
+    if (h < heads) {
+      if (theta > 0.0f) {
+        float* x = q + (static_cast<std::int64_t>(r) * heads + h) * D;
+        const float a = x[i], b = x[i + half];
+        x[i] = a * c - b * s;
+        x[i + half] = b * c + a * s;
+      }
+      continue;
+    }
+    const int kh = h - heads;
+    const std::int64_t at = (static_cast<std::int64_t>(r) * slot.kv_heads + kh) * D;
+    const float a = k[at + i], b = k[at + i + half];
+    T* key = slot.key(ri.seq, ri.pos, kh);
+    T* value = slot.value(ri.seq, ri.pos, kh);
+    key[i] = from_float<T>(a * c - b * s);
+    key[i + half] = from_float<T>(b * c + a * s);
+    value[i] = from_float<T>(v[at + i]);
+    value[i + half] = from_float<T>(v[at + i + half]);
+  }
+}
+
 template <int = 0>
 __global__ void swiglu(float* gate, const float* up, std::int64_t n) {
+  pdl::allow_next();
+  pdl::wait();
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const float g = gate[i];
@@ -76,6 +129,8 @@ __global__ void swiglu(float* gate, const float* up, std::int64_t n) {
 
 template <int = 0>
 __global__ void gather_rows(const float* src, const int* index, float* dst, int cols) {
+  pdl::allow_next();
+  pdl::wait();
   const float* s = src + static_cast<std::int64_t>(index[blockIdx.x]) * cols;
   float* d = dst + static_cast<std::int64_t>(blockIdx.x) * cols;
   for (int c = threadIdx.x; c < cols; c += blockDim.x) d[c] = s[c];
@@ -83,6 +138,8 @@ __global__ void gather_rows(const float* src, const int* index, float* dst, int 
 
 template <class T>
 __global__ void convert(const float* src, T* dst, std::int64_t n) {
+  pdl::allow_next();
+  pdl::wait();
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
     dst[i] = from_float<T>(src[i]);
@@ -90,6 +147,8 @@ __global__ void convert(const float* src, T* dst, std::int64_t n) {
 
 template <class Slot>
 __global__ void store_kv(const float* k, const float* v, Slot slot, const RowInfo* rows, int n) {
+  pdl::allow_next();
+  pdl::wait();
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(slot.key(0, 0, 0))>>;
   const int per_row = slot.kv_heads * slot.head_dim;
   const std::int64_t total = static_cast<std::int64_t>(n) * per_row;
@@ -105,6 +164,8 @@ __global__ void store_kv(const float* k, const float* v, Slot slot, const RowInf
 
 template <class Slot>
 __global__ void zero_kv(Slot slot, const RowInfo* rows, int n) {
+  pdl::allow_next();
+  pdl::wait();
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(slot.key(0, 0, 0))>>;
   const int per_row = slot.kv_heads * slot.head_dim;
   const std::int64_t total = static_cast<std::int64_t>(n) * per_row;
@@ -130,31 +191,27 @@ inline int grid_for(std::int64_t n, int threads = 256) {
 template <class W>
 void embed(const int* tokens, const W* table, MatrixView<float> out, cudaStream_t s) {
   if (out.rows == 0) return;
-  kernels::embed<<<out.rows, 256, 0, s>>>(tokens, table, out.data, out.cols);
-  LCKV_CUDA_CHECK_LAUNCH("embed");
+  launch("embed", kernels::embed<W>, out.rows, 256, 0, s, tokens, table, out.data, out.cols);
 }
 
 /// out = w * x / sqrt(mean(x^2) + eps), per row (CUB block reduction). x, out: [rows, hidden]; w: [hidden].
 template <class W>
 void rmsnorm(MatrixView<const float> x, const W* w, float eps, MatrixView<float> out, cudaStream_t s) {
   if (x.rows == 0) return;
-  kernels::rmsnorm<256><<<x.rows, 256, 0, s>>>(x.data, w, eps, out.data, x.cols);
-  LCKV_CUDA_CHECK_LAUNCH("rmsnorm");
+  launch("rmsnorm", kernels::rmsnorm<256, W>, x.rows, 256, 0, s, x.data, w, eps, out.data, x.cols);
 }
 
 /// HF rotate_half RoPE in place. x: [rows, heads * head_dim]; rows: [rows] device.
 inline void rope(MatrixView<float> x, int heads, int head_dim, const RowInfo* rows, float theta, cudaStream_t s) {
   const std::int64_t n = static_cast<std::int64_t>(x.rows) * heads * (head_dim / 2);
   if (n == 0) return;
-  kernels::rope<<<grid_for(n), 256, 0, s>>>(x.data, x.cols, heads, head_dim, rows, theta, x.rows);
-  LCKV_CUDA_CHECK_LAUNCH("rope");
+  launch("rope", kernels::rope<0>, grid_for(n), 256, 0, s, x.data, x.cols, heads, head_dim, rows, theta, x.rows);
 }
 
 /// gate = silu(gate) * up. gate, up: [rows, intermediate].
 inline void swiglu(MatrixView<float> gate, MatrixView<const float> up, cudaStream_t s) {
   if (gate.size() == 0) return;
-  kernels::swiglu<<<grid_for(gate.size()), 256, 0, s>>>(gate.data, up.data, gate.size());
-  LCKV_CUDA_CHECK_LAUNCH("swiglu");
+  launch("swiglu", kernels::swiglu<0>, grid_for(gate.size()), 256, 0, s, gate.data, up.data, gate.size());
 }
 
 /// dst = src (same shape).
@@ -167,16 +224,14 @@ inline void copy(MatrixView<const float> src, MatrixView<float> dst, cudaStream_
 /// dst[i] = src[index[i]]. index: [dst.rows] device.
 inline void gather_rows(MatrixView<const float> src, const int* index, MatrixView<float> dst, cudaStream_t s) {
   if (dst.rows == 0) return;
-  kernels::gather_rows<<<dst.rows, 256, 0, s>>>(src.data, index, dst.data, dst.cols);
-  LCKV_CUDA_CHECK_LAUNCH("gather_rows");
+  launch("gather_rows", kernels::gather_rows<0>, dst.rows, 256, 0, s, src.data, index, dst.data, dst.cols);
 }
 
 /// dst[i] = T(src[i]), round to nearest even.
 template <class T>
 void convert(const float* src, T* dst, std::int64_t n, cudaStream_t s) {
   if (n == 0) return;
-  kernels::convert<<<grid_for(n), 256, 0, s>>>(src, dst, n);
-  LCKV_CUDA_CHECK_LAUNCH("convert");
+  launch("convert", kernels::convert<T>, grid_for(n), 256, 0, s, src, dst, n);
 }
 
 /// Writes rows of k, v ([rows, kv_heads * head_dim], fp32) into the slot at (seq, pos).
@@ -184,8 +239,19 @@ template <class Slot>
 void store_kv(MatrixView<const float> k, MatrixView<const float> v, const Slot& slot, const RowInfo* rows, cudaStream_t s) {
   const std::int64_t n = static_cast<std::int64_t>(k.rows) * slot.kv_heads * slot.head_dim;
   if (n == 0) return;
-  kernels::store_kv<<<grid_for(n), 256, 0, s>>>(k.data, v.data, slot, rows, k.rows);
-  LCKV_CUDA_CHECK_LAUNCH("store_kv");
+  launch("store_kv", kernels::store_kv<Slot>, grid_for(n), 256, 0, s, k.data, v.data, slot, rows, k.rows);
+}
+
+/// RoPE of q ([rows, heads * head_dim], in place) and k ([rows, kv_heads * head_dim]),
+/// then k and v into the slot at (seq, pos): rope, rope and store_kv in one launch.
+/// theta == 0 stores k unrotated and leaves q as it is.
+template <class Slot>
+void rope_store_kv(MatrixView<float> q, int heads, MatrixView<const float> k, MatrixView<const float> v, const Slot& slot,
+                   const RowInfo* rows, float theta, cudaStream_t s) {
+  const std::int64_t n = static_cast<std::int64_t>(q.rows) * (heads + slot.kv_heads) * (slot.head_dim / 2);
+  if (n == 0) return;
+  launch("rope_store_kv", kernels::rope_store_kv<Slot>, grid_for(n), 256, 0, s, q.data, heads, k.data, v.data, slot, rows,
+         theta, q.rows);
 }
 
 /// Zeroes the slot's keys and values at the given n rows.
@@ -193,8 +259,7 @@ template <class Slot>
 void zero_kv(const Slot& slot, const RowInfo* rows, int n, cudaStream_t s) {
   const std::int64_t total = static_cast<std::int64_t>(n) * slot.kv_heads * slot.head_dim;
   if (total == 0) return;
-  kernels::zero_kv<<<grid_for(total), 256, 0, s>>>(slot, rows, n);
-  LCKV_CUDA_CHECK_LAUNCH("zero_kv");
+  launch("zero_kv", kernels::zero_kv<Slot>, grid_for(total), 256, 0, s, slot, rows, n);
 }
 
 }  // namespace lckv::cuda

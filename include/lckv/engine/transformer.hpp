@@ -28,6 +28,7 @@
 #include "lckv/core/error.hpp"
 #include "lckv/core/rows.hpp"
 #include "lckv/engine/forward_options.hpp"
+#include "lckv/engine/fused_steps.hpp"
 #include "lckv/model/config.hpp"
 #include "lckv/model/weights.hpp"
 #include "lckv/plan/iteration_plan.hpp"
@@ -197,6 +198,8 @@ private:
     const int* tokens = backend_.stage(b.tokens);
     const int* logit_index = backend_.stage(b.logit_rows);
     const int m = static_cast<int>(b.logit_rows.size());
+    bool every_row = m == n;
+    for (int i = 0; every_row && i < m; ++i) every_row = b.logit_rows[static_cast<std::size_t>(i)] == i;
     auto x = view(x_, n, s.hidden_size);
     auto logits = view(logits_, m, s.vocab_size);
     // After k passes the KV of the first k new tokens is exact, and more passes
@@ -220,12 +223,14 @@ private:
       }
       run_layers(l, s.num_layers, n, rows, cache);
 
-      // Final norm and lm_head on the wanted rows only.
-      auto picked = view(x_in_, m, s.hidden_size);
-      backend_.gather_rows(x, logit_index, picked);
-      auto normed = view(xn_, m, s.hidden_size);
-      backend_.rmsnorm(picked, weights_.norm, s.rms_norm_eps, normed);
-      backend_.linear(normed, weights_.lm_head, logits);
+      // Final norm and lm_head on the wanted rows only (decode: all of them, in order).
+      auto picked = x;
+      if (!every_row) {
+        picked = view(x_in_, m, s.hidden_size);
+        backend_.gather_rows(x, logit_index, picked);
+      }
+      const steps::Projection<WeightT> head[] = {{weights_.lm_head, logits}};
+      steps::norm_project(backend_, picked, weights_.norm, s.rms_norm_eps, view(xn_, m, s.hidden_size), head);
     };
     // A backend that can record launches (CUDA Graphs) replays decode steps;
     // the key names everything the launches depend on besides staged data.
@@ -233,6 +238,13 @@ private:
       backend_.step(step_key(n, m, passes, cache), b.longest_chunk == 1, compute);
     else
       compute();
+    // Rows that land in order at the start of the output (decode) come straight back; others via a staging copy.
+    bool in_place = true;
+    for (int i = 0; in_place && i < m; ++i) in_place = b.logit_dest[static_cast<std::size_t>(i)] == i;
+    if (in_place) {
+      backend_.download(logits, out.data.data());
+      return;
+    }
     HostBuffer<float> host(static_cast<std::size_t>(m) * static_cast<std::size_t>(s.vocab_size));
     backend_.download(logits, host.data());
     for (int i = 0; i < m; ++i)
@@ -264,32 +276,25 @@ private:
     auto attn = view(attn_, n, s.q_dim());
     auto gate = view(gate_, n, s.intermediate_size);
     auto up = view(up_, n, s.intermediate_size);
+    const float theta = config_.attention.sink == 0 ? s.rope_theta : 0.0f;  // StreamingLLM: RoPE at read time
     for (int l = begin; l < end; ++l) {
       const auto& w = weights_.layers[static_cast<std::size_t>(l)];
-      backend_.rmsnorm(x, w.input_layernorm, s.rms_norm_eps, xn);
-      backend_.linear(xn, w.q_proj, q);
-      // StreamingLLM positions are cache positions, known only at read time.
-      const bool rope_now = config_.attention.sink == 0;
-      if (rope_now) backend_.rope(q, s.num_heads, s.head_dim, rows, s.rope_theta);
       if (config_.plan.computes_kv(l)) {
         auto k = view(k_, n, s.kv_dim());
         auto v = view(v_, n, s.kv_dim());
-        backend_.linear(xn, w.k_proj, k);
-        backend_.linear(xn, w.v_proj, v);
-        if (rope_now) backend_.rope(k, s.num_kv_heads, s.head_dim, rows, s.rope_theta);
-        backend_.store_kv(k, v, cache.slot(config_.plan.kv_slot(l)), rows);
+        const steps::Projection<WeightT> qkv[] = {{w.q_proj, q}, {w.k_proj, k}, {w.v_proj, v}};
+        steps::norm_project(backend_, x, w.input_layernorm, s.rms_norm_eps, xn, qkv);
+        steps::rope_store_kv(backend_, q, s.num_heads, k, v, cache.slot(config_.plan.kv_slot(l)), rows, theta);
+      } else {
+        const steps::Projection<WeightT> q_only[] = {{w.q_proj, q}};
+        steps::norm_project(backend_, x, w.input_layernorm, s.rms_norm_eps, xn, q_only);
+        if (theta > 0.0f) backend_.rope(q, s.num_heads, s.head_dim, rows, theta);
       }
       backend_.attention(q, cache.slot(config_.plan.kv_slot(config_.plan.attends_to(l))), rows, mask(l), s.num_heads,
                          attn);
       backend_.linear(attn, w.o_proj, x, /*accumulate=*/true);
-      backend_.rmsnorm(x, w.post_attention_layernorm, s.rms_norm_eps, xn);
-      if constexpr (requires { backend_.gate_up_swiglu(xn, w.gate_proj, w.up_proj, gate, up); }) {
-        backend_.gate_up_swiglu(xn, w.gate_proj, w.up_proj, gate, up);  // optional fused MLP (CUDA)
-      } else {
-        backend_.linear(xn, w.gate_proj, gate);
-        backend_.linear(xn, w.up_proj, up);
-        backend_.swiglu(gate, up);
-      }
+      steps::norm_gate_up_swiglu(backend_, x, w.post_attention_layernorm, s.rms_norm_eps, xn, w.gate_proj, w.up_proj,
+                                 gate, up);
       backend_.linear(gate, w.down_proj, x, /*accumulate=*/true);
     }
   }

@@ -1,0 +1,289 @@
+#pragma once
+/// \file gemv.cuh
+/// The weight-streaming GEMV of decode at 1-8 rows: y (+)= x W^T with x fp32
+/// [rows, in], W [out, in] row-major (fp32, bf16, fp16), y fp32 [rows, out].
+/// One launch may also
+///   - normalise x first (RMSNorm: every block computes its rows' 1 / rms;
+///     the norm weight scales x as it is read, 1 / rms scales the sums),
+///   - feed up to three weight matrices with the same x (q, k and v),
+///   - or compute the MLP's silu(x Wg^T) * (x Wu^T) (gate, up, SwiGLU).
+/// Launched with programmatic dependent launch (launch.cuh): before waiting for
+/// the previous kernel a block already pulls its weight tile into L2.
+
+#include <cstdint>
+
+#include "lckv/core/buffer.hpp"
+#include "lckv/cuda/dtype.cuh"
+#include "lckv/cuda/launch.cuh"
+
+namespace lckv::cuda {
+
+/// Up to three matrices that read the same x: y_s[r, o] (+)= x[r] . w_s[o].
+/// tile_end[s] is the first block index past matrix s's blocks.
+template <class W>
+struct GemvTargets {
+  static constexpr int kMax = 3;
+  const W* w[kMax] = {};
+  float* y[kMax] = {};
+  int out[kMax] = {};
+  int tile_end[kMax] = {};
+  int count = 0;
+};
+
+/// RMSNorm applied to x on the fly: weight == nullptr means none.
+template <class W>
+struct GemvNorm {
+  const W* weight = nullptr;  ///< [in]
+  float eps = 0.0f;
+};
+
+namespace kernels {
+
+/// A 16-byte weight load that bypasses L1 (weights are read once; x stays in L1).
+__device__ __forceinline__ uint4 load_weights16(const void* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
+/// y[r, o] (+)= sum_i xn[r, i] W[o, i], xn = x or RMSNorm(x). A block of 256
+/// threads owns TO consecutive outputs of one matrix and one group of up to R
+/// rows (block id = tile * groups + group, so the groups that share a weight
+/// tile run together and re-read it from L2). Its threads split `in` into
+/// 16-byte weight chunks (chunk c of every output row goes to thread c mod 256:
+/// each warp reads 512 contiguous bytes per row), keep TO * KU independent
+/// weight loads in flight, and reuse each x value (fp32, from L1) for TO
+/// outputs. Partial sums: warp shuffles, then one shared-memory pass.
+/// GLU: the block's first TO / 2 outputs are rows of w (gate), the other TO / 2
+/// the same rows of `up`, and it writes y = silu(gate) * up (`accumulate` ignored).
+template <class W, int R, int TO, bool GLU, bool NORM>
+__global__ void __launch_bounds__(256) gemv(const float* __restrict__ x, GemvTargets<W> targets, int rows, int in,
+                                            int groups, bool accumulate, const W* __restrict__ up, GemvNorm<W> norm) {
+  static_assert(!GLU || TO % 2 == 0);
+  constexpr int TY = GLU ? TO / 2 : TO;  // outputs of y per block
+  constexpr int V = 16 / sizeof(W);
+  constexpr int T = 256, WARPS = T / 32;
+  constexpr int KU = TO >= 8 ? 1 : (TO >= 4 ? 2 : 8);  // chunks per output per thread and round
+  pdl::allow_next();
+  const int block = static_cast<int>(blockIdx.x);
+  // This block's matrix (unrolled selects: indexing the parameter struct would copy it to local memory).
+  const W* w = targets.w[0];
+  float* y = targets.y[0];
+  int out = targets.out[0], local = block;
+#pragma unroll
+  for (int k = 1; k < GemvTargets<W>::kMax; ++k)
+    if (k < targets.count && block >= targets.tile_end[k - 1]) {
+      w = targets.w[k];
+      y = targets.y[k];
+      out = targets.out[k];
+      local = block - targets.tile_end[k - 1];
+    }
+  const int group = local % groups;
+  const int o0 = local / groups * TY;
+  const int r0 = group * R;
+  const int nr = min(R, rows - r0);
+  const int chunks = in / V;
+  const W* wrow[TO];
+#pragma unroll
+  for (int t = 0; t < TO; ++t) {
+    const int o = min(o0 + (t < TY ? t : t - TY), out - 1);
+    wrow[t] = (t < TY ? w : up) + static_cast<std::int64_t>(o) * in;
+  }
+  // Weights never change: start pulling this block's tile before the previous kernel ends.
+  {
+    const int lines = (in * static_cast<int>(sizeof(W)) + 127) / 128;
+    for (int i = threadIdx.x; i < TO * lines; i += T) {
+      const int t = i / lines;
+      const W* row = (t < TY ? w : up) + static_cast<std::int64_t>(min(o0 + (t < TY ? t : t - TY), out - 1)) * in;
+      prefetch_l2(reinterpret_cast<const char*>(row) + (i % lines) * 128);
+    }
+  }
+  pdl::wait();
+
+  const float* xg = x + static_cast<std::int64_t>(r0) * in;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  __shared__ float partial[WARPS][TO * R];
+  __shared__ float inv_rms[R];
+  if constexpr (NORM) {
+    float ss[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      ss[r] = 0.0f;
+      if (r < nr)
+        for (int i = threadIdx.x; i < in; i += T) {
+          const float v = xg[static_cast<std::int64_t>(r) * in + i];
+          ss[r] = fmaf(v, v, ss[r]);
+        }
+#pragma unroll
+      for (int off = 16; off > 0; off /= 2) ss[r] += __shfl_xor_sync(0xffffffffu, ss[r], off);
+      if (lane == 0) partial[warp][r] = ss[r];
+    }
+    __syncthreads();
+    if (threadIdx.x < R) {
+      float total = 0.0f;
+#pragma unroll
+      for (int k = 0; k < WARPS; ++k) total += partial[k][threadIdx.x];
+      inv_rms[threadIdx.x] = 1.0f / sqrtf(total / static_cast<float>(in) + norm.eps);
+    }
+    __syncthreads();  // partial is reused below
+  }
+
+  float acc[TO][R];
+#pragma unroll
+  for (int t = 0; t < TO; ++t)
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[t][r] = 0.0f;
+
+  for (int c0 = threadIdx.x; c0 < chunks; c0 += T * KU) {
+    uint4 raw[KU][TO];
+#pragma unroll
+    for (int u = 0; u < KU; ++u) {
+      const int c = c0 + u * T;
+#pragma unroll
+      for (int t = 0; t < TO; ++t) raw[u][t] = c < chunks ? load_weights16(wrow[t] + c * V) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < KU; ++u) {
+      const int c = c0 + u * T;
+      if (c < chunks) {
+        float wf[TO][V];
+#pragma unroll
+        for (int t = 0; t < TO; ++t) {
+          const W* e = reinterpret_cast<const W*>(&raw[u][t]);
+#pragma unroll
+          for (int k = 0; k < V; ++k) wf[t][k] = to_float(e[k]);
+        }
+        float g[V];
+        if constexpr (NORM) {
+          const uint4 graw = *reinterpret_cast<const uint4*>(norm.weight + c * V);
+          const W* e = reinterpret_cast<const W*>(&graw);
+#pragma unroll
+          for (int k = 0; k < V; ++k) g[k] = to_float(e[k]);
+        }
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          if (r < nr) {
+            const float4* xr = reinterpret_cast<const float4*>(xg + static_cast<std::int64_t>(r) * in + c * V);
+            float xv[V];
+#pragma unroll
+            for (int k = 0; k < V / 4; ++k) {
+              const float4 q = __ldg(xr + k);
+              xv[4 * k] = q.x;
+              xv[4 * k + 1] = q.y;
+              xv[4 * k + 2] = q.z;
+              xv[4 * k + 3] = q.w;
+            }
+            if constexpr (NORM)
+#pragma unroll
+              for (int k = 0; k < V; ++k) xv[k] *= g[k];
+#pragma unroll
+            for (int t = 0; t < TO; ++t)
+#pragma unroll
+              for (int k = 0; k < V; ++k) acc[t][r] = fmaf(wf[t][k], xv[k], acc[t][r]);
+          }
+        }
+      }
+    }
+  }
+
+#pragma unroll
+  for (int t = 0; t < TO; ++t)
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      float v = acc[t][r];
+#pragma unroll
+      for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+      if (lane == 0) partial[warp][t * R + r] = v;
+    }
+  __syncthreads();
+  if (threadIdx.x < TY * R) {
+    const int t = threadIdx.x / R, r = threadIdx.x % R, o = o0 + t;
+    if (o < out && r < nr) {
+      const float scale = NORM ? inv_rms[r] : 1.0f;
+      float sum = 0.0f;
+#pragma unroll
+      for (int k = 0; k < WARPS; ++k) sum += partial[k][threadIdx.x];
+      sum *= scale;
+      float* yo = y + static_cast<std::int64_t>(r0 + r) * out + o;
+      if constexpr (GLU) {
+        float u = 0.0f;
+#pragma unroll
+        for (int k = 0; k < WARPS; ++k) u += partial[k][threadIdx.x + TY * R];
+        u *= scale;
+        *yo = sum / (1.0f + expf(-sum)) * u;
+      } else {
+        *yo = accumulate ? *yo + sum : sum;
+      }
+    }
+  }
+}
+
+}  // namespace kernels
+
+/// Launches kernels::gemv for rows <= 8 (the caller checks, and that `in` is a
+/// multiple of 16 / sizeof(W)). `targets` lists the matrices (tile_end is
+/// filled here); with `up` the single target is the GLU's gate matrix.
+/// Outputs per block: the largest of 8 / 4 / 1 (4 at most for 8-row groups, for
+/// registers) that still gives every SM >= 2 blocks.
+template <class W>
+void gemv(const float* x, int rows, int in, GemvTargets<W> targets, bool accumulate, const W* up, GemvNorm<W> norm,
+          int num_sms, cudaStream_t stream) {
+  const int R = rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : 8;
+  const int groups = (rows + R - 1) / R;
+  const bool glu = up != nullptr;
+  auto blocks_for = [&](int to) {
+    std::int64_t total = 0;
+    for (int s = 0; s < targets.count; ++s) {
+      const int ty = glu ? to / 2 : to;
+      total += static_cast<std::int64_t>((targets.out[s] + ty - 1) / ty) * groups;
+      targets.tile_end[s] = static_cast<int>(total);
+    }
+    return total;
+  };
+  const std::int64_t want = 2ll * num_sms;
+  int to = glu ? 2 : 1;
+  for (int candidate : {8, 4}) {
+    if (candidate == 8 && R == 8) continue;
+    if (blocks_for(candidate) >= want) {
+      to = candidate;
+      break;
+    }
+  }
+  const auto blocks = static_cast<unsigned>(blocks_for(to));
+  auto go = [&](auto r_tag, auto to_tag, auto glu_tag, auto norm_tag) {
+    constexpr int Rc = decltype(r_tag)::value, TOc = decltype(to_tag)::value;
+    constexpr bool Gc = decltype(glu_tag)::value, Nc = decltype(norm_tag)::value;
+    launch("gemv", kernels::gemv<W, Rc, TOc, Gc, Nc>, blocks, 256, 0, stream, x, targets, rows, in, groups, accumulate,
+           up, norm);
+  };
+  auto with_to = [&](auto r_tag, auto glu_tag, auto norm_tag) {
+    using std::integral_constant;
+    constexpr int Rc = decltype(r_tag)::value;
+    if constexpr (Rc < 8)
+      if (to == 8) return go(r_tag, integral_constant<int, 8>{}, glu_tag, norm_tag);
+    if (to == 4) return go(r_tag, integral_constant<int, 4>{}, glu_tag, norm_tag);
+    if constexpr (decltype(glu_tag)::value) return go(r_tag, integral_constant<int, 2>{}, glu_tag, norm_tag);
+    else return go(r_tag, integral_constant<int, 1>{}, glu_tag, norm_tag);
+  };
+  auto with_flags = [&](auto r_tag) {
+    using std::bool_constant;
+    const bool n = norm.weight != nullptr;
+    if (glu) return n ? with_to(r_tag, bool_constant<true>{}, bool_constant<true>{})
+                      : with_to(r_tag, bool_constant<true>{}, bool_constant<false>{});
+    return n ? with_to(r_tag, bool_constant<false>{}, bool_constant<true>{})
+             : with_to(r_tag, bool_constant<false>{}, bool_constant<false>{});
+  };
+  using std::integral_constant;
+  switch (R) {
+    case 1: with_flags(integral_constant<int, 1>{}); break;
+    case 2: with_flags(integral_constant<int, 2>{}); break;
+    case 4: with_flags(integral_constant<int, 4>{}); break;
+    default: with_flags(integral_constant<int, 8>{}); break;
+  }
+}
+
+}  // namespace lckv::cuda

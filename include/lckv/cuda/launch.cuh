@@ -1,0 +1,104 @@
+#pragma once
+/// \file launch.cuh
+/// Kernel launches that may overlap the previous kernel in the stream
+/// (programmatic dependent launch, sm_90+). A decode step is ~150 small
+/// kernels; without overlap each pays a launch gap and a ramp-up, with it the
+/// next kernel's blocks are resident and, for GEMVs, already streaming weights
+/// when the previous kernel ends.
+///
+/// The contract, for every kernel launched through `launch`:
+///   - it calls `pdl::wait()` before reading anything an earlier kernel wrote
+///     and before writing anything an earlier kernel may still read; only
+///     immutable inputs (weights) may be touched before it;
+///   - it may call `pdl::allow_next()` at any point (the next kernel's own
+///     wait still orders the data), normally first thing.
+/// Kernels launched with <<<>>> are ordered as usual.
+///
+/// \code
+///   __global__ void scale(float* x, int n) {
+///     lckv::cuda::pdl::allow_next();
+///     lckv::cuda::pdl::wait();
+///     ...
+///   }
+///   lckv::cuda::launch("scale", scale, grid, 256, 0, stream, x, n);
+/// \endcode
+
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <utility>
+
+#include "lckv/cuda/error.cuh"
+
+namespace lckv::cuda {
+
+namespace pdl {
+
+/// Blocks until the grids this one depends on have completed and their writes are visible.
+/// A no-op when the kernel was not launched with overlap.
+__device__ __forceinline__ void wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+/// Lets the next kernel of the stream be scheduled before this one ends.
+__device__ __forceinline__ void allow_next() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+}  // namespace pdl
+
+namespace detail {
+/// -1: not yet decided (on where the device supports it), 0: off, 1: on.
+inline std::atomic<int>& overlap_setting() {
+  static std::atomic<int> v{-1};
+  return v;
+}
+}  // namespace detail
+
+/// Whether `launch` lets kernels overlap their predecessor: on by default on
+/// compute capability 9.0 and newer, off elsewhere.
+inline bool overlapped_launches() {
+  int v = detail::overlap_setting().load(std::memory_order_relaxed);
+  if (v < 0) {
+    int dev = 0, major = 0;
+    v = cudaGetDevice(&dev) == cudaSuccess &&
+                cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9
+            ? 1
+            : 0;
+    detail::overlap_setting().store(v, std::memory_order_relaxed);
+  }
+  return v == 1;
+}
+
+/// Benchmarks and tests: switch overlapped launches off or back on (process-wide).
+/// Graphs recorded before the switch keep the mode they were recorded with.
+inline void set_overlapped_launches(bool on) { detail::overlap_setting().store(on ? 1 : 0, std::memory_order_relaxed); }
+
+/// Launches `kernel<<<grid, block, smem, stream>>>(args...)`, overlapped with
+/// the previous kernel when overlapped_launches(); checks the launch.
+template <class... Params, class... Args>
+void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, cudaStream_t stream,
+            Args&&... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = attr;
+  config.numAttrs = overlapped_launches() ? 1 : 0;
+  const cudaError_t e = cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();  // clear the sticky launch error
+    throw CudaError(std::string("launch of ") + name + " failed: " + cudaGetErrorName(e) + " (" +
+                    cudaGetErrorString(e) + ")");
+  }
+}
+
+}  // namespace lckv::cuda

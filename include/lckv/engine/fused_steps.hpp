@@ -1,0 +1,68 @@
+#pragma once
+/// \file fused_steps.hpp
+/// The model's multi-op steps, for any backend: a backend that has a fused
+/// version of a step (one launch instead of several on the GPU) provides a
+/// member of the same name; otherwise the step runs as the backend's plain ops
+/// in sequence. Results are the same either way up to fp32 rounding order.
+
+#include <span>
+#include <type_traits>
+
+#include "lckv/core/buffer.hpp"
+#include "lckv/core/rows.hpp"
+
+namespace lckv::steps {
+
+/// One linear layer of a step: out = input W^T. weight: [out.cols, in].
+template <class W>
+struct Projection {
+  const W* weight;
+  MatrixView<float> out;  ///< [rows, out_features]
+};
+
+/// out_i = RMSNorm(x; norm, eps) W_i^T for every projection (q, k, v share one input).
+/// x, xn: [rows, hidden]; xn receives the normalised x where the backend needs it.
+template <class Backend, class W>
+void norm_project(Backend& b, MatrixView<const float> x, const W* norm, float eps, MatrixView<float> xn,
+                  std::span<const Projection<std::type_identity_t<W>>> projections) {
+  if constexpr (requires { b.norm_project(x, norm, eps, xn, projections); }) {
+    b.norm_project(x, norm, eps, xn, projections);
+  } else {
+    b.rmsnorm(x, norm, eps, xn);
+    for (const auto& p : projections) b.linear(xn, p.weight, p.out);
+  }
+}
+
+/// gate = silu(xn Wg^T) * (xn Wu^T) with xn = RMSNorm(x; norm, eps): the MLP up to
+/// its down projection. x, xn: [rows, hidden]; gate, up: [rows, intermediate] (up is scratch).
+template <class Backend, class W>
+void norm_gate_up_swiglu(Backend& b, MatrixView<const float> x, const W* norm, float eps, MatrixView<float> xn,
+                         const W* wg, const W* wu, MatrixView<float> gate, MatrixView<float> up) {
+  if constexpr (requires { b.norm_gate_up_swiglu(x, norm, eps, xn, wg, wu, gate, up); }) {
+    b.norm_gate_up_swiglu(x, norm, eps, xn, wg, wu, gate, up);
+  } else {
+    b.rmsnorm(x, norm, eps, xn);
+    b.linear(xn, wg, gate);
+    b.linear(xn, wu, up);
+    b.swiglu(gate, up);
+  }
+}
+
+/// RoPE of q and k at the rows' positions (skipped when theta == 0: StreamingLLM
+/// rotates at read time), then k and v into the slot.
+/// q: [rows, heads * head_dim]; k, v: [rows, kv_heads * head_dim].
+template <class Backend, class Slot>
+void rope_store_kv(Backend& b, MatrixView<float> q, int heads, MatrixView<float> k, MatrixView<const float> v,
+                   const Slot& slot, const RowInfo* rows, float theta) {
+  if constexpr (requires { b.rope_store_kv(q, heads, k, v, slot, rows, theta); }) {
+    b.rope_store_kv(q, heads, k, v, slot, rows, theta);
+  } else {
+    if (theta > 0.0f) {
+      b.rope(q, heads, slot.head_dim, rows, theta);
+      b.rope(k, slot.kv_heads, slot.head_dim, rows, theta);
+    }
+    b.store_kv(k, v, slot, rows);
+  }
+}
+
+}  // namespace lckv::steps
