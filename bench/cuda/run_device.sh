@@ -7,7 +7,7 @@
 #   bash bench/cuda/run_device.sh [quick]       # on the GPU machine, from the repo root
 #
 # "quick" runs a reduced benchmark set. Environment: PREBUILT=dir (run test_cuda, bench_cuda and
-# runner_smoke built elsewhere instead of building), SKIP_SAN=1 (no sanitizers),
+# runner_smoke built elsewhere instead of building), SKIP_TESTS=1, SKIP_SAN=1 (no sanitizers),
 # SAN_TOOLS="memcheck racecheck" (default), RACE_FILTER (doctest filter for racecheck; default
 # the op suite), BENCH_FILTER (overrides the mode's benchmark filter), SAN_TIMEOUT, BENCH_TIMEOUT. Needs CUDA 12+ (nvcc, cuBLAS, CUB),
 # CMake >= 3.25, Ninja, and .device-deps/ from deps.sh (doctest, Google
@@ -50,13 +50,15 @@ else
 fi
 
 test_rc=0
-timeout "${TEST_TIMEOUT:-300}" $build/bin/test_cuda >"$out/test_cuda.log" 2>&1 || test_rc=$?
-log "test_cuda rc=$test_rc: $(grep -E '^\[doctest\] (test cases|assertions)' "$out/test_cuda.log" | tr '\n' ' ')"
-[ $test_rc -ne 0 ] && grep -B3 -A12 "ERROR\|FATAL" "$out/test_cuda.log" | head -60
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+  timeout "${TEST_TIMEOUT:-300}" $build/bin/test_cuda >"$out/test_cuda.log" 2>&1 || test_rc=$?
+  log "test_cuda rc=$test_rc: $(grep -E '^\[doctest\] (test cases|assertions)' "$out/test_cuda.log" | tr '\n' ' ')"
+  [ $test_rc -ne 0 ] && grep -B3 -A12 "ERROR\|FATAL" "$out/test_cuda.log" | head -60
 
-smoke_rc=0
-$build/bin/runner_smoke >>"$out/test_cuda.log" 2>&1 || smoke_rc=$?
-log "runner_smoke (lckv compare/generate --device cuda paths) rc=$smoke_rc: $(tail -1 "$out/test_cuda.log")"
+  smoke_rc=0
+  $build/bin/runner_smoke >>"$out/test_cuda.log" 2>&1 || smoke_rc=$?
+  log "runner_smoke (lckv compare/generate --device cuda paths) rc=$smoke_rc: $(tail -1 "$out/test_cuda.log")"
+fi
 
 san_filter="${SAN_FILTER:-}"
 [ "${SKIP_SAN:-0}" = 1 ] && tools="" || tools="${SAN_TOOLS:-memcheck racecheck}"

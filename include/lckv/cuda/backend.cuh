@@ -64,7 +64,7 @@ public:
   /// Benchmarks: false runs every fused step (steps::norm_project, norm_gate_up_swiglu,
   /// rope_store_kv) as its plain ops, one launch each.
   void set_fusion(bool on) { ctx_->gemm.set_fusion(on); }
-  /// Benchmarks: false sends 16-bit weights at 9-64 rows to cuBLAS instead of the skinny GEMM.
+  /// Gemm::set_skinny: lm_head at 9-64 rows through the skinny tensor-core GEMM (off by default).
   void set_skinny(bool on) { ctx_->gemm.set_skinny(on); }
 
   template <class T>

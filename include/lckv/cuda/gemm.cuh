@@ -3,8 +3,8 @@
 /// y (+)= x W^T for the model's linear layers: x fp32 [rows, in], W [out, in]
 /// row-major (the checkpoint layout) in fp32, bf16 or fp16, y fp32 [rows, out],
 /// fp32 accumulation. Decode row counts run the GEMV of gemv.cuh (which can
-/// also fold the preceding RMSNorm in) up to 8 rows, the skinny tensor-core
-/// GEMM of gemm_tc.cuh (16-bit weights) up to 32-64; larger ones run cuBLAS, where
+/// also fold the preceding RMSNorm in) up to 8 rows; larger ones run cuBLAS (or,
+/// when switched on, the skinny tensor-core GEMM of gemm_tc.cuh for lm_head), where
 /// `accumulate` rides in the epilogue (beta = 1) so the residual stream costs no
 /// extra pass, and 16-bit weights take x rounded to their type first (cuBLAS
 /// takes A and B of one type). The fp32 path never uses TF32.
@@ -58,7 +58,9 @@ public:
   void set_fusion(bool on) { fusion_ = on; }
   bool fusion() const { return fusion_; }
 
-  /// Benchmarks: false sends 16-bit rows above kGemvRows to cuBLAS instead of the skinny tensor-core GEMM.
+  /// true routes lm_head-sized outputs at 9-64 rows (16-bit weights) to the skinny tensor-core GEMM.
+  /// Off by default: inside a decode step it was only at parity with cuBLAS there (H100,
+  /// docs/benchmarks-cuda.md) and slower on the layers' shapes.
   void set_skinny(bool on) { skinny_on_ = on; }
   bool skinny() const { return skinny_on_; }
 
@@ -195,8 +197,7 @@ private:
     LCKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
     return sms;
   }
-  /// Inside a CUDA Graph the skinny GEMM beats cuBLAS only on wide outputs (lm_head, 9-64 rows);
-  /// on the layers' shapes cuBLAS was as fast or faster (docs/benchmarks-cuda.md, H200).
+  /// Where the skinny GEMM came closest to cuBLAS inside a CUDA Graph: wide outputs (lm_head), 9-64 rows.
   template <StorageType W>
   bool takes_skinny(MatrixView<const float> x, const W* w, int out) const {
     const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
@@ -207,7 +208,7 @@ private:
   cublasHandle_t handle_ = nullptr;
   int num_sms_ = 1;
   bool fusion_ = true;
-  bool skinny_on_ = true;
+  bool skinny_on_ = false;
   cudaStream_t stream_ = nullptr;
   DeviceBuffer<unsigned char> workspace_;
   DeviceBuffer<unsigned char> act_;
