@@ -49,6 +49,10 @@ auto with_case_cache(const AttentionCase& c, F&& f) {
 
 }  // namespace
 
+int planned_splits(int rows, int heads, int kv_heads, bool prefill_rows, int num_sms, int max_keys) {
+  return cuda::plan_attention(rows, heads, kv_heads, prefill_rows, num_sms, max_keys).splits;
+}
+
 std::vector<float> attention(const AttentionCase& c) {
   return with_case_cache(c, [&](auto& cache, auto) {
     const int n = static_cast<int>(c.rows.size());

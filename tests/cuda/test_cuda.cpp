@@ -380,6 +380,28 @@ std::vector<float> cpu_attention(const cudatest::AttentionCase& c) {
   return want;
 }
 
+// Host code only: runs in CI without a device. The expected counts are the fastest ones of the
+// forced-split sweep on an H100 (docs/benchmarks-cuda.md) for the TinyLlama head layout.
+TEST_CASE("decode split plan: fills the SMs, at most one split per 512 keys and 16 in all") {
+  const int sms = 132, heads = 32, kv_heads = 4;
+  CHECK(cudatest::planned_splits(1, heads, kv_heads, false, sms, 2048) == 4);    // 1K keys, 1 row
+  CHECK(cudatest::planned_splits(1, heads, kv_heads, false, sms, 32768) == 16);  // 16K keys, 1 row
+  CHECK(cudatest::planned_splits(8, heads, kv_heads, false, sms, 2048) == 4);
+  CHECK(cudatest::planned_splits(8, heads, kv_heads, false, sms, 32768) == 8);   // 256 blocks: one wave
+  CHECK(cudatest::planned_splits(32, heads, kv_heads, false, sms, 32768) == 2);
+  CHECK(cudatest::planned_splits(256, heads, kv_heads, false, sms, 2048) == 1);
+  CHECK(cudatest::planned_splits(1, heads, kv_heads, false, sms, 256) == 1);     // short rows: no split
+  CHECK(cudatest::planned_splits(1024, heads, kv_heads, true, sms, 2048) == 2);  // prefill tiles: unchanged
+  for (int rows : {1, 2, 3, 7, 8, 31, 64, 300})
+    for (int keys = 64; keys <= 65536; keys *= 2) {
+      const int s = cudatest::planned_splits(rows, heads, kv_heads, false, sms, keys);
+      CAPTURE(rows);
+      CAPTURE(keys);
+      CHECK(s >= 1);
+      CHECK(s <= std::max(1, std::min(16, keys / 512)));
+    }
+}
+
 TEST_CASE("attention vs CPU: masks x layouts x dtypes x tilings" * doctest::skip(!gpu())) {
   // The last two: StreamingLLM, q and K unrotated, rotated on read by cache position.
   const std::vector<MaskSpec> masks{{false, 0, 0}, {true, 0, 0},     {false, 7, 0},          {true, 7, 0},

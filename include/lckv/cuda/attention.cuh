@@ -563,6 +563,7 @@ inline constexpr int kDecodeWarps = 4;
 inline constexpr int kDecodeStages = 3;
 inline constexpr int kDecodeBlocksPerSm = 2;  ///< what the shared memory allows; plan_attention fills SMs by it
 inline constexpr int kDecodeMaxGroup = 16;    ///< the MMA's M
+inline constexpr int kDecodeMaxSplits = 16;   ///< plan_attention's cap for decode rows
 /// A warp's key tile: 8 KiB of K and V per stage for either head_dim.
 template <int D>
 inline constexpr int kWarpKeys = 2048 / D;
@@ -958,7 +959,11 @@ struct AttentionLaunch {
 /// Picks the tiling. Prefill (rows come in runs of one sequence): whole query
 /// tiles, and key splits up to a few blocks per SM. Decode (one row per block):
 /// the fewest splits whose blocks fill the SMs' decode_kernel_mma slots evenly
-/// (>= 90% of the last wave busy), since every split of a row costs the same.
+/// (>= 90% of the last wave busy), since every split of a row costs the same,
+/// but at most one split per 512 keys and kDecodeMaxSplits in all: with few
+/// rows the split merge, not the key stream, sets the time (forced-split sweep
+/// on an H100, docs/benchmarks-cuda.md: 1K keys x 1 row fastest at 4 splits,
+/// 16K x 1 at 16, where the uncapped plan took 16 and 60).
 /// `max_keys` (a bound on any row's key count, e.g. a power of two above the
 /// longest position) keeps at least two key tiles per split.
 inline AttentionLaunch plan_attention(int n, int heads, int kv_heads, bool prefill_rows, int num_sms,
@@ -976,8 +981,9 @@ inline AttentionLaunch plan_attention(int n, int heads, int kv_heads, bool prefi
     return l;
   }
   const long slots = static_cast<long>(num_sms) * attn::kDecodeBlocksPerSm;
+  const int decode_most = std::max(1, std::min({most, max_keys / 512, attn::kDecodeMaxSplits}));
   double best = 0.0;
-  for (int s = 1; s <= most; ++s) {
+  for (int s = 1; s <= decode_most; ++s) {
     const long b = blocks * s, waves = (b + slots - 1) / slots;
     const double busy = static_cast<double>(b) / static_cast<double>(waves * slots);
     if (busy > best + 1e-9) {

@@ -81,12 +81,8 @@ public:
     if (x.rows == 0) return;
     // Decode at small batch: a weight-streaming GEMV beats cuBLAS's small-M kernels and skips the rounding pass.
     if (gemv_fits<W>(x.rows, x.cols)) {
-      GemvTargets<W> t;
-      t.w[0] = w;
-      t.y[0] = y.data;
-      t.out[0] = y.cols;
-      t.count = 1;
-      gemv(x.data, x.rows, x.cols, t, accumulate, static_cast<const W*>(nullptr), GemvNorm<W>{}, num_sms_, stream_);
+      gemv(x.data, x.rows, x.cols, GemvTargets<W>::single(w, y), accumulate, static_cast<const W*>(nullptr),
+           GemvNorm<W>{}, num_sms_, stream_);
       return;
     }
     if constexpr (!std::is_same_v<W, float>) {
@@ -136,12 +132,8 @@ public:
                       const W* wu, MatrixView<float> gate, MatrixView<float> up) {
     if (x.rows == 0) return;
     if (fuses<W>(x.rows, x.cols)) {
-      GemvTargets<W> t;
-      t.w[0] = wg;
-      t.y[0] = gate.data;
-      t.out[0] = gate.cols;
-      t.count = 1;
-      gemv(x.data, x.rows, x.cols, t, false, wu, GemvNorm<W>{norm, eps}, num_sms_, stream_);
+      gemv(x.data, x.rows, x.cols, GemvTargets<W>::single(wg, gate), false, wu, GemvNorm<W>{norm, eps}, num_sms_,
+           stream_);
       return;
     }
     MatrixView<const float> in = x;

@@ -28,6 +28,16 @@ struct GemvTargets {
   int out[kMax] = {};
   int tile_end[kMax] = {};
   int count = 0;
+
+  /// One matrix w: [y.cols, in] into y: [rows, y.cols].
+  static GemvTargets single(const W* w, MatrixView<float> y) {
+    GemvTargets t;
+    t.w[0] = w;
+    t.y[0] = y.data;
+    t.out[0] = y.cols;
+    t.count = 1;
+    return t;
+  }
 };
 
 /// RMSNorm applied to x on the fly: weight == nullptr means none.
