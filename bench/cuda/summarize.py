@@ -35,6 +35,15 @@ def plot(rows, bw, ctx, png):
     print(f"plot: {png}")
 
 
+def args(b):
+    """A benchmark's named arguments from its name ("BM_X/context:1024/batch:8/..."), as strings."""
+    return dict(p.split(":") for p in b["name"].split("/")[1:] if ":" in p)
+
+
+def plan_name(parts):
+    return "lckv-w2" if parts["lckv"] == "1" else "standard"
+
+
 def main(path):
     with open(path) as f:
         data = json.load(f)
@@ -62,13 +71,13 @@ def main(path):
         print(f"{'context':>7} {'batch':>5} {'plan':>8} {'persist':>7} {'us':>9} {'KV read GB/s':>12} {'of copy':>7} {'splits':>6}")
         rows, forced = [], []
         for b in att:
-            parts = dict(p.split(":") for p in b["name"].split("/")[1:] if ":" in p)
+            parts = args(b)
             if parts.get("splits", "0") != "0":
                 forced.append((int(parts["context"]), int(parts["batch"]), int(parts["splits"]),
                                b["real_time"], b["kv_read_bytes_per_s"] / bw))
                 continue
             t_us = b["real_time"] if b["time_unit"] == "us" else b["real_time"] * 1e3
-            r = (int(parts["context"]), int(parts["batch"]), "lckv-w2" if parts["lckv"] == "1" else "standard",
+            r = (int(parts["context"]), int(parts["batch"]), plan_name(parts),
                  parts["persist"], t_us, b["kv_read_bytes_per_s"], b["kv_read_bytes_per_s"] / bw, int(b["splits"]))
             rows.append(r)
         for r in sorted(rows, key=lambda r: (r[3], r[0], r[1], r[2])):
@@ -88,7 +97,7 @@ def main(path):
         print("\nper-op, TinyLlama shape, one launch (us) and bytes moved / time as a fraction of copy bandwidth")
         print(f"{'op':>13} {'batch':>5} {'variant':>7} {'us':>8} {'of copy':>7}")
         for b in ops:
-            parts = dict(p.split(":") for p in b["name"].split("/")[1:] if ":" in p)
+            parts = args(b)
             print(f"{b.get('label', '?'):>13} {parts['batch']:>5} {parts.get('variant', '-'):>7} {b['real_time']:>8.2f} "
                   f"{b['bytes_per_s'] / bw:>7.2f}")
 
@@ -97,9 +106,9 @@ def main(path):
         print("\nTinyLlama-1.1B shape decode step, bf16 weights + KV (roofline = (weights + KV read) / copy bandwidth)")
         print(f"{'variant':>7} {'batch':>5} {'context':>7} {'plan':>8} {'MB read':>8} {'roofline ms':>11} {'device ms':>9} {'of roof':>7} {'wall ms':>8} {'of roof':>7} {'tok/s':>8}")
         for b in dec:
-            parts = dict(p.split(":") for p in b["name"].split("/")[1:] if ":" in p)
+            parts = args(b)
             roof = b["bytes_MB"] * 1e6 / bw * 1e3
-            print(f"{parts.get('variant', '-'):>7} {parts['batch']:>5} {parts['context']:>7} {'lckv-w2' if parts['lckv'] == '1' else 'standard':>8} "
+            print(f"{parts.get('variant', '-'):>7} {parts['batch']:>5} {parts['context']:>7} {plan_name(parts):>8} "
                   f"{b['bytes_MB']:>8.0f} {roof:>11.3f} {b['device_ms']:>9.3f} {roof / b['device_ms']:>7.2f} "
                   f"{b['wall_ms']:>8.3f} {roof / b['wall_ms']:>7.2f} {b['tokens_per_s']:>8.0f}")
 
@@ -108,8 +117,8 @@ def main(path):
         print("\nTinyLlama-1.1B shape prefill (iterative; LCKV's cyclic group runs m + b = 9 passes)")
         print(f"{'batch':>5} {'prompt':>6} {'plan':>8} {'tokens/s':>9} {'GEMM TFLOP/s':>12} {'of GEMM':>7}")
         for b in pre:
-            parts = dict(p.split(":") for p in b["name"].split("/")[1:] if ":" in p)
-            print(f"{parts['batch']:>5} {parts['prompt']:>6} {'lckv-w2' if parts['lckv'] == '1' else 'standard':>8} "
+            parts = args(b)
+            print(f"{parts['batch']:>5} {parts['prompt']:>6} {plan_name(parts):>8} "
                   f"{b['tokens_per_s']:>9.0f} {b['gemm_flop_per_s'] / 1e12:>12.1f} {b['gemm_flop_per_s'] / flops:>7.2f}")
     if skipped:
         print(f"\nskipped (did not fit or failed): {len(skipped)}: " + ", ".join(s.split("/", 1)[1] for s in skipped[:8]) +
