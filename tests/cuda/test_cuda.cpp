@@ -448,7 +448,9 @@ TEST_CASE("attention vs CPU: masks x layouts x dtypes x tilings" * doctest::skip
           CHECK(rel_error(cudatest::attention(c), cpu_attention(c), "attention") <= tol(t));
         }
   // Decode on tensor cores: long contexts (many splits), the Llama-7B (G 1, d 128) and
-  // TinyLlama (G 8, d 64) head layouts, forced splits; cudatest::attention runs each twice.
+  // TinyLlama (G 8, d 64) head layouts, forced splits (16: the largest cluster; 17 is run as 16),
+  // contiguous slots (whole tiles take the linear-address path) and paged; cudatest::attention
+  // runs each twice.
   const std::vector<MaskSpec> long_masks{{false, 0, 0}, {true, 0, 0}, {false, 700, 0}, {true, 7, 0},
                                          {false, 1500, 5}, {true, 1500, 5}};
   const int shapes[3][2] = {{128, 1}, {128, 4}, {64, 8}};  // head_dim, group
@@ -456,7 +458,7 @@ TEST_CASE("attention vs CPU: masks x layouts x dtypes x tilings" * doctest::skip
     for (DType t : {DType::BF16, DType::F16})
       for (const MaskSpec& mask : long_masks)
         for (const auto& shape : shapes)
-          for (int splits : {0, 1, 3, 17}) {
+          for (int splits : {0, 1, 3, 16, 17}) {
             CAPTURE(cudatest::name(layout));
             CAPTURE(cudatest::name(t));
             CAPTURE(mask.name());

@@ -36,10 +36,12 @@
 #include <string>
 #include <type_traits>
 
+#include <cooperative_groups.h>
 #include <cub/block/block_reduce.cuh>
 
 #include "lckv/attention/layer_mask.hpp"
 #include "lckv/attention/mask.hpp"
+#include "lckv/cache/slot_view.hpp"
 #include "lckv/core/buffer.hpp"
 #include "lckv/core/rows.hpp"
 #include "lckv/cuda/dtype.cuh"
@@ -553,17 +555,25 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(Params<Slot> p) {
 /// - each warp walks its own key tiles of the block's split (tile i of the split
 ///   goes to warp i % kDecodeWarps) with its own online softmax and its own
 ///   kDecodeStages-deep cp.async pipeline (K and V tiles, XOR-swizzled rows so
-///   ldmatrix is conflict-free): no block-wide barrier per tile;
+///   ldmatrix is conflict-free): no block-wide barrier per tile; tiles wholly
+///   inside the row's keys skip the per-key mask and, on linear slots, the
+///   per-key address arithmetic;
+/// - before waiting for the previous kernel (launch.cuh), each warp pulls its
+///   first tiles into L2: cached keys older than this step are not written by
+///   the kernels it overlaps, and a prefetch is only a hint;
 /// - the warps' (m, l, O) are merged once through shared memory at the end; with
-///   split-KV each block writes its partial, and the last block of a (row, kv head)
-///   to arrive (an atomic counter) merges all splits and resets the counter.
+///   split-KV the splits of a (row, kv head) form one thread-block cluster, each
+///   block keeps its partial in shared memory, and every block merges a slice of
+///   the outputs from all of them (distributed shared memory): no global
+///   workspace, no arrival counters, no second launch.
 /// Q and P are rounded to the KV type for the products (as FlashAttention does);
 /// the softmax, its running max / sum and the accumulation are fp32.
 inline constexpr int kDecodeWarps = 4;
 inline constexpr int kDecodeStages = 3;
 inline constexpr int kDecodeBlocksPerSm = 2;  ///< what the shared memory allows; plan_attention fills SMs by it
 inline constexpr int kDecodeMaxGroup = 16;    ///< the MMA's M
-inline constexpr int kDecodeMaxSplits = 16;   ///< plan_attention's cap for decode rows
+inline constexpr int kDecodeMaxSplits = 16;   ///< the largest cluster sm_90 allows (non-portable size)
+inline constexpr int kDecodePrefetchTiles = 4;  ///< a warp's tiles pulled into L2 before pdl::wait
 /// A warp's key tile: 8 KiB of K and V per stage for either head_dim.
 template <int D>
 inline constexpr int kWarpKeys = 2048 / D;
@@ -571,13 +581,17 @@ inline constexpr int kWarpKeys = 2048 / D;
 template <int D>
 inline constexpr std::size_t kDecodeSmemBytes = static_cast<std::size_t>(kDecodeWarps) * kDecodeStages * 2 * kWarpKeys<D> * D * 2;
 
-/// counters: [n, kv_heads] zero on entry when p.splits > 1, and left zero.
+/// Slots whose consecutive positions are rows a fixed stride apart (no ring wrap, no pages).
+template <class Slot>
+inline constexpr bool kLinearPositions = false;
+template <class T>
+inline constexpr bool kLinearPositions<StridedSlot<T, false>> = true;
+
 template <class Slot, int D>
-__global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_kernel_mma(Params<Slot> p,
-                                                                                           unsigned* counters) {
+__global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_kernel_mma(Params<Slot> p) {
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(p.slot.key(0, 0, 0))>>;
   static_assert(sizeof(T) == 2 && (D == 64 || D == 128));
-  constexpr int W = kDecodeWarps, Stages = kDecodeStages, KT = kWarpKeys<D>;
+  constexpr int W = kDecodeWarps, Stages = kDecodeStages, KT = kWarpKeys<D>, MG = kDecodeMaxGroup;
   constexpr int Chunks = D / 8;               // 16-byte chunks per key row
   constexpr int RowsPerPass = 32 / Chunks;    // key rows a warp's 32 lanes copy at once
   constexpr int Passes = KT / RowsPerPass;
@@ -585,24 +599,36 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
   constexpr int DT = D / 8;                   // O tiles (8 dims each)
   constexpr int TileBytes = KT * D * 2;       // one K (or V) tile
   static_assert(Passes * RowsPerPass == KT && KT % 16 == 0);
-  static_assert((W * 16 * D + 2 * W * 16) * sizeof(float) <= kDecodeSmemBytes<D>, "merge scratch reuses the tiles");
-  static_assert(kDecodeMaxGroup * kMaxSplits * sizeof(float) <= kDecodeSmemBytes<D>, "split weights too");
+  // Merge scratch, reusing the tiles: Ow [W][16][D], m_w, l_w [W][16]; the block's partial O [16][D], (m, l) [16][2].
+  static_assert((W * MG * D + 2 * W * MG + MG * D + 2 * MG) * sizeof(float) <= kDecodeSmemBytes<D>);
 
   extern __shared__ float4 dsmem[];  // [warp][stage][K, V][KT][D], rows swizzled; then merge scratch
-  __shared__ float L_s[kDecodeMaxGroup];
-  __shared__ bool last_s;
 
   pdl::allow_next();
-  pdl::wait();  // q, rows, the cache (just written), out and the workspace all belong to earlier kernels
-
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int split = blockIdx.x, kvh = blockIdx.y, row = blockIdx.z, kv_heads = gridDim.y;
+  const int split = blockIdx.x, kvh = blockIdx.y, row = blockIdx.z;
   const int G = p.group, g = lane / 4, c = (lane % 4) * 2;
-  const RowInfo ri = p.rows[row];
+  const RowInfo ri = p.rows[row];  // staged before the run: no kernel in flight writes it
   const KeySpans span = mask_keys(p.mask, ri.pos);
   const SplitRange range = split_range(span, p.splits, split);
   const int tiles = range.stop > range.start ? (range.stop - range.start + KT - 1) / KT : 0;
   const int mine = tiles > warp ? (tiles - warp + W - 1) / W : 0;  // this warp's tiles: warp, warp + W, ...
+  auto first_key = [&](int it) { return range.start + (warp + it * W) * KT; };
+  // Every key of the tile at li0 is kept, at consecutive positions (all sink or all window).
+  auto whole = [&](int li0) { return li0 + KT <= range.stop && (li0 >= range.S || li0 + KT <= range.S); };
+
+  {
+    constexpr int Lines = D * 2 / 128;  // 128-byte lines per key row
+    for (int it = 0; it < min(mine, kDecodePrefetchTiles); ++it)
+      for (int i = lane; i < KT * Lines; i += 32) {
+        const int pos = range.position(first_key(it) + i / Lines);
+        if (pos >= 0) {
+          ptx::prefetch_l2(p.slot.key(ri.seq, pos, kvh) + (i % Lines) * 64);
+          ptx::prefetch_l2(p.slot.value(ri.seq, pos, kvh) + (i % Lines) * 64);
+        }
+      }
+  }
+  pdl::wait();  // q (just rotated), the newest cache entries and out belong to earlier kernels
 
   // Q[16, D] as A fragments: qa[k][.] covers dims [16k, 16k + 16); rows >= G are zero.
   std::uint32_t qa[D / 16][4];
@@ -628,17 +654,35 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
   // (empty past the warp's tiles) so the wait counts stay uniform.
   auto issue = [&](int it) {
     if (it < mine) {
-      const int li0 = range.start + (warp + it * W) * KT;
+      const int li0 = first_key(it);
       const std::uint32_t kb = wbase + (it % Stages) * 2 * TileBytes, vb = kb + TileBytes;
-      const int ch = lane % Chunks;
+      const int ch = lane % Chunks, key0 = lane / Chunks;
+      bool done = false;
+      if constexpr (kLinearPositions<Slot>) {
+        if (whole(li0)) {
+          const std::int64_t stride = static_cast<std::int64_t>(p.slot.kv_heads) * D;
+          const int pos = range.position(li0 + key0);
+          const T* kp = p.slot.key(ri.seq, pos, kvh) + 8 * ch;
+          const T* vp = p.slot.value(ri.seq, pos, kvh) + 8 * ch;
 #pragma unroll
-      for (int pass = 0; pass < Passes; ++pass) {
-        const int key = lane / Chunks + pass * RowsPerPass, pos = range.position(li0 + key);
-        const bool ok = pos >= 0;
-        const T* kp = ok ? p.slot.key(ri.seq, pos, kvh) + 8 * ch : nullptr;
-        const T* vp = ok ? p.slot.value(ri.seq, pos, kvh) + 8 * ch : nullptr;
-        ptx::cp_async_16(kb + at(key, ch), ok ? static_cast<const void*>(kp) : p.q, ok);
-        ptx::cp_async_16(vb + at(key, ch), ok ? static_cast<const void*>(vp) : p.q, ok);
+          for (int pass = 0; pass < Passes; ++pass) {
+            const int key = key0 + pass * RowsPerPass;
+            ptx::cp_async_16(kb + at(key, ch), kp + pass * RowsPerPass * stride, true);
+            ptx::cp_async_16(vb + at(key, ch), vp + pass * RowsPerPass * stride, true);
+          }
+          done = true;
+        }
+      }
+      if (!done) {
+#pragma unroll
+        for (int pass = 0; pass < Passes; ++pass) {
+          const int key = key0 + pass * RowsPerPass, pos = range.position(li0 + key);
+          const bool ok = pos >= 0;
+          const T* kp = ok ? p.slot.key(ri.seq, pos, kvh) + 8 * ch : nullptr;
+          const T* vp = ok ? p.slot.value(ri.seq, pos, kvh) + 8 * ch : nullptr;
+          ptx::cp_async_16(kb + at(key, ch), ok ? static_cast<const void*>(kp) : p.q, ok);
+          ptx::cp_async_16(vb + at(key, ch), ok ? static_cast<const void*>(vp) : p.q, ok);
+        }
       }
     }
     ptx::cp_async_commit();
@@ -656,7 +700,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
     __syncwarp();                      // ... and every lane's; tile it - 1's stage is free
     issue(it + Stages - 1);
     const std::uint32_t kb = wbase + (it % Stages) * 2 * TileBytes, vb = kb + TileBytes;
-    const int li0 = range.start + (warp + it * W) * KT;
+    const int li0 = first_key(it);
 
     // S[16, KT] = Q K^T. ldmatrix x4 (lanes 8i.. give matrix i): keys 8 * (i / 2), dims 8 * (i % 2).
     float s[NT][4];
@@ -672,14 +716,21 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
         ptx::mma_16816<T>(s[j + 1], qa[k], b[2], b[3]);
       }
 
-    // Keys outside the span (or past the split) -> -inf; online softmax per row.
+    // Keys outside the span (or past the split) -> -inf (edge tiles only); online softmax per row.
+    if (!whole(li0)) {
+#pragma unroll
+      for (int j = 0; j < NT; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int pos = range.position(li0 + 8 * j + c + e);
+          if (pos < 0 || !span.contains(pos)) s[j][e] = s[j][2 + e] = -INFINITY;
+        }
+    }
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int j = 0; j < NT; ++j)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const int pos = range.position(li0 + 8 * j + c + e);
-        if (pos < 0 || !span.contains(pos)) s[j][e] = s[j][2 + e] = -INFINITY;
         mx[0] = fmaxf(mx[0], s[j][e]);
         mx[1] = fmaxf(mx[1], s[j][2 + e]);
       }
@@ -734,115 +785,84 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
     l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
   }
 
-  // Merge the warps: scratch Ow [W][16][D], m_w [W][16], l_w [W][16] over the tiles.
+  // Merge the warps through shared memory (see the layout above).
   __syncthreads();
   float* Ow = reinterpret_cast<float*>(dsmem);
-  float* m_w = Ow + W * 16 * D;
-  float* l_w = m_w + W * 16;
+  float* m_w = Ow + W * MG * D;
+  float* l_w = m_w + W * MG;
+  float* part_o = l_w + W * MG;  // this block's (split's) partial, read by its cluster
+  float* part_ml = part_o + MG * D;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int qr = g + 8 * h;
     if (qr >= G) continue;
 #pragma unroll
     for (int j = 0; j < DT; ++j)
-      *reinterpret_cast<float2*>(Ow + (warp * 16 + qr) * D + 8 * j + c) = make_float2(o[j][2 * h], o[j][2 * h + 1]);
+      *reinterpret_cast<float2*>(Ow + (warp * MG + qr) * D + 8 * j + c) = make_float2(o[j][2 * h], o[j][2 * h + 1]);
     if (lane % 4 == 0) {
-      m_w[warp * 16 + qr] = m[h];
-      l_w[warp * 16 + qr] = l[h];
+      m_w[warp * MG + qr] = m[h];
+      l_w[warp * MG + qr] = l[h];
     }
   }
   __syncthreads();
+  const std::int64_t head0 = static_cast<std::int64_t>(row) * p.heads + kvh * G;  // the group's first output head
   for (int e = threadIdx.x; e < G * D; e += W * 32) {
-    const int qr = e / D, d = e % D, h = kvh * G + qr;
+    const int qr = e / D, d = e % D;
     float M = -INFINITY;
 #pragma unroll
-    for (int w = 0; w < W; ++w) M = fmaxf(M, m_w[w * 16 + qr]);
+    for (int w = 0; w < W; ++w) M = fmaxf(M, m_w[w * MG + qr]);
     float L = 0.0f, O = 0.0f;
 #pragma unroll
     for (int w = 0; w < W; ++w) {
-      const float mw = m_w[w * 16 + qr], sc = mw == -INFINITY ? 0.0f : exp2f(mw - M);
-      L += sc * l_w[w * 16 + qr];
-      O += sc * Ow[(w * 16 + qr) * D + d];
+      const float mw = m_w[w * MG + qr], sc = mw == -INFINITY ? 0.0f : exp2f(mw - M);
+      L += sc * l_w[w * MG + qr];
+      O += sc * Ow[(w * MG + qr) * D + d];
     }
     if (p.splits == 1) {
-      p.out[static_cast<std::int64_t>(row) * p.heads * D + h * D + d] = L > 0.0f ? O / L : 0.0f;
+      p.out[(head0 + qr) * D + d] = L > 0.0f ? O / L : 0.0f;
     } else {
-      const std::int64_t part = (static_cast<std::int64_t>(row) * p.heads + h) * p.splits + split;
-      p.part_o[part * D + d] = O;
+      part_o[qr * D + d] = O;
       if (d == 0) {
-        p.part_ml[part * 2] = M;  // base 2, read only by this kernel's merge below
-        p.part_ml[part * 2 + 1] = L;
+        part_ml[2 * qr] = M;  // base 2
+        part_ml[2 * qr + 1] = L;
       }
     }
   }
   if (p.splits == 1) return;
 
-  // Split-KV: the last block of this (row, kv head) to arrive merges all partials.
-  __threadfence();  // this thread's partial is visible device-wide before the count
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    unsigned* counter = counters + static_cast<std::int64_t>(row) * kv_heads + kvh;
-    last_s = atomicAdd(counter, 1u) == static_cast<unsigned>(p.splits - 1);
-    if (last_s) *counter = 0;  // every split has arrived: reset for the next launch / graph replay
-  }
-  __syncthreads();
-  if (!last_s) return;
-  __threadfence();  // acquire: the other blocks' partials (read through L2 below)
-
-  float* wsplit = reinterpret_cast<float*>(dsmem);  // [G][splits] weights e^(m_s - M)
-  const int S = p.splits;
-  for (int qr = warp; qr < G; qr += W) {
-    const std::int64_t part0 = (static_cast<std::int64_t>(row) * p.heads + kvh * G + qr) * S;
+  // Split-KV: block `rank` of the cluster merges outputs [rank * per, (rank + 1) * per) of all splits.
+  namespace cg = cooperative_groups;
+  const cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();  // every split's partial is written (and visible cluster-wide)
+  const int S = p.splits, per = (G * D + S - 1) / S, rank = static_cast<int>(cluster.block_rank());
+  for (int e = rank * per + threadIdx.x; e < min(G * D, (rank + 1) * per); e += W * 32) {
+    const int qr = e / D;
+    float ms[kDecodeMaxSplits], ls[kDecodeMaxSplits], os[kDecodeMaxSplits];
+#pragma unroll
+    for (int r = 0; r < kDecodeMaxSplits; ++r) {  // every remote load in flight at once
+      ms[r] = -INFINITY;
+      ls[r] = os[r] = 0.0f;
+      if (r < S) {
+        const float* remote_o = cluster.map_shared_rank(part_o, r);
+        const float* remote_ml = cluster.map_shared_rank(part_ml, r);
+        ms[r] = remote_ml[2 * qr];
+        ls[r] = remote_ml[2 * qr + 1];
+        os[r] = remote_o[e];
+      }
+    }
     float M = -INFINITY;
-    for (int sp = lane; sp < S; sp += 32) M = fmaxf(M, __ldcg(p.part_ml + (part0 + sp) * 2));
 #pragma unroll
-    for (int off = 16; off > 0; off /= 2) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, off));
-    float L = 0.0f;
-    for (int sp = lane; sp < S; sp += 32) {
-      const float ms = __ldcg(p.part_ml + (part0 + sp) * 2);
-      const float w = ms == -INFINITY ? 0.0f : exp2f(ms - M);
-      wsplit[qr * S + sp] = w;
-      L += w * __ldcg(p.part_ml + (part0 + sp) * 2 + 1);
+    for (int r = 0; r < kDecodeMaxSplits; ++r) M = fmaxf(M, ms[r]);
+    float L = 0.0f, O = 0.0f;
+#pragma unroll
+    for (int r = 0; r < kDecodeMaxSplits; ++r) {
+      const float w = ms[r] == -INFINITY ? 0.0f : exp2f(ms[r] - M);
+      L += w * ls[r];
+      O += w * os[r];
     }
-#pragma unroll
-    for (int off = 16; off > 0; off /= 2) L += __shfl_xor_sync(0xffffffffu, L, off);
-    if (lane == 0) L_s[qr] = L;
+    p.out[head0 * D + e] = L > 0.0f ? O / L : 0.0f;
   }
-  __syncthreads();
-  // Each thread's output elements, with the loads of 4 splits x all its elements in flight
-  // at once: this merge is on the critical path of every decode step (a loop of dependent
-  // L2 round trips here cost more than the keys of a short context).
-  constexpr int E = kDecodeMaxGroup * D / (W * 32);  // elements per thread at most
-  constexpr int U = 4;                               // splits per batch of loads
-  float O[E];
-#pragma unroll
-  for (int k = 0; k < E; ++k) O[k] = 0.0f;
-  const std::int64_t head0 = static_cast<std::int64_t>(row) * p.heads + kvh * G;
-  for (int sp0 = 0; sp0 < S; sp0 += U) {
-    float part[E][U];
-#pragma unroll
-    for (int k = 0; k < E; ++k) {
-      const int e = threadIdx.x + k * W * 32, qr = e / D, d = e % D;
-#pragma unroll
-      for (int u = 0; u < U; ++u)
-        part[k][u] = e < G * D && sp0 + u < S ? __ldcg(p.part_o + ((head0 + qr) * S + sp0 + u) * D + d) : 0.0f;
-    }
-#pragma unroll
-    for (int k = 0; k < E; ++k) {
-      const int e = threadIdx.x + k * W * 32, qr = e / D;
-#pragma unroll
-      for (int u = 0; u < U; ++u)
-        if (e < G * D && sp0 + u < S) O[k] += part[k][u] * wsplit[qr * S + sp0 + u];
-    }
-  }
-#pragma unroll
-  for (int k = 0; k < E; ++k) {
-    const int e = threadIdx.x + k * W * 32, qr = e / D, d = e % D;
-    if (e < G * D) {
-      const float L = L_s[qr];
-      p.out[(head0 + qr) * D + d] = L > 0.0f ? O[k] / L : 0.0f;
-    }
-  }
+  cluster.sync();  // no block leaves while another still reads its shared memory
 }
 
 /// StreamingLLM (MaskSpec::rope_theta_on_read > 0): q and the cached keys are
@@ -1000,14 +1020,6 @@ inline std::size_t attention_workspace_floats(int n, int heads, int head_dim, co
   return l.splits == 1 ? 0 : static_cast<std::size_t>(n) * heads * l.splits * (head_dim + 2);
 }
 
-/// Split-KV arrival counters plan `l` needs for n rows ([n, kv_heads]). They must
-/// be zero before the first attention call that uses them (cudaMemset once, when
-/// allocated); decode_kernel_mma leaves them zero, so they stay valid across calls
-/// and CUDA Graph replays.
-inline std::size_t attention_counters(int n, int kv_heads, const AttentionLaunch& l) {
-  return l.splits == 1 || l.rows_per_tile != 1 ? 0 : static_cast<std::size_t>(n) * kv_heads;
-}
-
 template <class Slot, int D, int MaxQ>
 void launch_attention_q(const attn::Params<Slot>& p, int kv_heads, cudaStream_t s) {
   const int nq = p.rows_per_tile * p.group;
@@ -1029,25 +1041,31 @@ void launch_combine(const attn::Params<Slot>& p, cudaStream_t s) {
          static_cast<const float*>(p.part_o), static_cast<const float*>(p.part_ml), p.out, p.heads, p.splits);
 }
 
-/// Decode rows (one per block) of 16-bit KV go to decode_kernel_mma (split merge
-/// included), of fp32 KV at head_dim 64 to decode_kernel; prefill tiles and the
-/// rest to attention_kernel, a small-register variant when few queries share a tile.
+/// Decode rows (one per block) of 16-bit KV go to decode_kernel_mma (splits,
+/// at most kDecodeMaxSplits, merged inside its cluster), of fp32 KV at head_dim
+/// 64 to decode_kernel; prefill tiles and the rest to attention_kernel, a
+/// small-register variant when few queries share a tile.
 template <class Slot, int D>
-void launch_attention_d(const attn::Params<Slot>& p, int kv_heads, unsigned* counters, cudaStream_t s) {
+void launch_attention_d(attn::Params<Slot> p, int kv_heads, cudaStream_t s) {
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(p.slot.key(0, 0, 0))>>;
   if (p.rows_per_tile == 1) {
     if constexpr (sizeof(T) == 2) {
       if (p.group <= attn::kDecodeMaxGroup) {
-        if (p.splits > 1 && !counters) throw InvalidArgument("cuda attention: split-KV decode needs counters");
         constexpr std::size_t smem = attn::kDecodeSmemBytes<D>;
         static const bool raised = [] {
           LCKV_CUDA_CHECK(cudaFuncSetAttribute(attn::decode_kernel_mma<Slot, D>,
                                                cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+          LCKV_CUDA_CHECK(cudaFuncSetAttribute(attn::decode_kernel_mma<Slot, D>,
+                                               cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
           return true;
         }();
         (void)raised;
-        launch("decode_kernel_mma", attn::decode_kernel_mma<Slot, D>, dim3(p.splits, kv_heads, p.n),
-               attn::kDecodeWarps * 32, smem, s, p, counters);
+        p.splits = std::min(p.splits, attn::kDecodeMaxSplits);  // a cluster holds a row's splits
+        const dim3 grid(p.splits, kv_heads, p.n);
+        if (p.splits == 1) launch("decode_kernel_mma", attn::decode_kernel_mma<Slot, D>, grid, attn::kDecodeWarps * 32, smem, s, p);
+        else
+          launch_clustered("decode_kernel_mma", attn::decode_kernel_mma<Slot, D>, grid, p.splits,
+                           attn::kDecodeWarps * 32, smem, s, p);
         return;
       }
     } else if constexpr (D == 64) {
@@ -1065,12 +1083,10 @@ void launch_attention_d(const attn::Params<Slot>& p, int kv_heads, unsigned* cou
 
 /// out[r, h] = softmax over the keys mask allows at rows[r].pos of q.K / sqrt(d), times V;
 /// zero where it allows none. q, out: [n, heads * head_dim] device fp32; rows: [n] device.
-/// `workspace` holds attention_workspace_floats(...) floats when l.splits > 1, and
-/// `counters` attention_counters(...) zeroed counters (left zero) when that is > 0.
+/// `workspace` holds attention_workspace_floats(...) floats when l.splits > 1.
 template <class Slot>
 void attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows, const MaskSpec& mask, int heads,
-               MatrixView<float> out, const AttentionLaunch& l, float* workspace, cudaStream_t s,
-               unsigned* counters = nullptr) {
+               MatrixView<float> out, const AttentionLaunch& l, float* workspace, cudaStream_t s) {
   if (q.rows == 0) return;
   if (heads % slot.kv_heads != 0)
     throw InvalidArgument("cuda attention: heads = " + std::to_string(heads) + " is not a multiple of kv_heads = " +
@@ -1110,8 +1126,8 @@ void attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows,
     return;
   }
   switch (slot.head_dim) {
-    case 64: launch_attention_d<Slot, 64>(p, slot.kv_heads, counters, s); break;
-    case 128: launch_attention_d<Slot, 128>(p, slot.kv_heads, counters, s); break;
+    case 64: launch_attention_d<Slot, 64>(p, slot.kv_heads, s); break;
+    case 128: launch_attention_d<Slot, 128>(p, slot.kv_heads, s); break;
     default:
       throw InvalidArgument("cuda attention: head_dim = " + std::to_string(slot.head_dim) +
                             " is not compiled in (supported: 64, 128)");

@@ -171,14 +171,7 @@ public:
       if (ctx_->capturing) throw CudaError("cuda attention: workspace would grow during graph capture");
       ctx_->attn_ws = DeviceBuffer<float>(ws);
     }
-    // Split-KV decode blocks count arrivals here; the last one merges and resets its counter to 0.
-    const std::size_t nc = attention_counters(q.rows, slot.kv_heads, l);
-    if (nc > ctx_->attn_counters.size()) {
-      if (ctx_->capturing) throw CudaError("cuda attention: counters would grow during graph capture");
-      ctx_->attn_counters = DeviceBuffer<unsigned>(nc);
-      LCKV_CUDA_CHECK(cudaMemsetAsync(ctx_->attn_counters.data(), 0, nc * sizeof(unsigned), stream()));
-    }
-    cuda::attention(q, slot, rows, mask, heads, out, l, ctx_->attn_ws.data(), stream(), ctx_->attn_counters.data());
+    cuda::attention(q, slot, rows, mask, heads, out, l, ctx_->attn_ws.data(), stream());
   }
 
   /// Tokens for rows of device logits [rows, vocab], one uniform each (see sampling.cuh).
@@ -211,7 +204,6 @@ public:
     key.push_back(reinterpret_cast<std::int64_t>(ctx_->arena.data()));
     key.push_back(reinterpret_cast<std::int64_t>(ctx_->attn_ws.data()));
     key.push_back(static_cast<std::int64_t>(ctx_->attn_ws.size()));
-    key.push_back(reinterpret_cast<std::int64_t>(ctx_->attn_counters.data()));
     key.push_back(reinterpret_cast<std::int64_t>(ctx_->gemm.activation_data()));
     key.push_back(ctx_->key_bucket);
     key.push_back(ctx_->gemm.fusion() ? 1 : 0);
@@ -265,7 +257,6 @@ private:
     std::vector<DeviceBuffer<unsigned char>> retired;
     std::size_t offset = 0;
     DeviceBuffer<float> attn_ws;
-    DeviceBuffer<unsigned> attn_counters;
     int num_sms = 1;
     bool prefill_rows = false;
     int key_bucket = 1 << 30;

@@ -52,12 +52,15 @@ inline void check(cublasStatus_t s, const char* call, const char* file, int line
   if (s == CUBLAS_STATUS_SUCCESS) return;
   throw CudaError(std::string(call) + " failed: " + cublas_status_name(s) + " at " + where(file, line));
 }
+/// A failed launch of `kernel`, made at `at` (file:line) when known.
+[[noreturn]] inline void throw_launch_error(const char* kernel, cudaError_t e, const std::string& at) {
+  throw CudaError(std::string("launch of ") + kernel + " failed: " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) +
+                  ")" + (at.empty() ? "" : " at " + at));
+}
 /// After a kernel launch: launch-configuration errors are reported at once.
 inline void check_launch(const char* kernel, const char* file, int line) {
   const cudaError_t e = cudaGetLastError();
-  if (e == cudaSuccess) return;
-  throw CudaError(std::string("launch of ") + kernel + " failed: " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) +
-                  ") at " + where(file, line));
+  if (e != cudaSuccess) throw_launch_error(kernel, e, where(file, line));
 }
 }  // namespace detail
 

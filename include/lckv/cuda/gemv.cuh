@@ -15,6 +15,7 @@
 #include "lckv/core/buffer.hpp"
 #include "lckv/cuda/dtype.cuh"
 #include "lckv/cuda/launch.cuh"
+#include "lckv/cuda/mma.cuh"
 
 namespace lckv::cuda {
 
@@ -57,8 +58,6 @@ __device__ __forceinline__ uint4 load_weights16(const void* p) {
       : "l"(p));
   return v;
 }
-
-__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
 /// y[r, o] (+)= sum_i xn[r, i] W[o, i], xn = x or RMSNorm(x). A block of 256
 /// threads owns TO consecutive outputs of one matrix and one group of up to R
@@ -109,7 +108,7 @@ __global__ void __launch_bounds__(256) gemv(const float* __restrict__ x, GemvTar
     for (int i = threadIdx.x; i < TO * lines; i += T) {
       const int t = i / lines;
       const W* row = (t < TY ? w : up) + static_cast<std::int64_t>(min(o0 + (t < TY ? t : t - TY), out - 1)) * in;
-      prefetch_l2(reinterpret_cast<const char*>(row) + (i % lines) * 128);
+      ptx::prefetch_l2(reinterpret_cast<const char*>(row) + (i % lines) * 128);
     }
   }
   pdl::wait();

@@ -78,27 +78,51 @@ inline bool overlapped_launches() {
 /// Graphs recorded before the switch keep the mode they were recorded with.
 inline void set_overlapped_launches(bool on) { detail::overlap_setting().store(on ? 1 : 0, std::memory_order_relaxed); }
 
-/// Launches `kernel<<<grid, block, smem, stream>>>(args...)`, overlapped with
-/// the previous kernel when overlapped_launches(); checks the launch.
+namespace detail {
+/// cudaLaunchKernelEx with overlap (when on) and, for cluster_x > 1, thread
+/// block clusters of cluster_x blocks along x; checks the launch.
 template <class... Params, class... Args>
-void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, cudaStream_t stream,
-            Args&&... args) {
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+void launch_ex(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem,
+               cudaStream_t stream, unsigned cluster_x, Args&&... args) {
+  cudaLaunchAttribute attr[2];
+  unsigned n = 0;
+  if (overlapped_launches()) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (cluster_x > 1) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n++].val.clusterDim = {cluster_x, 1, 1};
+  }
   cudaLaunchConfig_t config{};
   config.gridDim = grid;
   config.blockDim = block;
   config.dynamicSmemBytes = smem;
   config.stream = stream;
   config.attrs = attr;
-  config.numAttrs = overlapped_launches() ? 1 : 0;
+  config.numAttrs = n;
   const cudaError_t e = cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
   if (e != cudaSuccess) {
     (void)cudaGetLastError();  // clear the sticky launch error
-    throw CudaError(std::string("launch of ") + name + " failed: " + cudaGetErrorName(e) + " (" +
-                    cudaGetErrorString(e) + ")");
+    throw_launch_error(name, e, "");
   }
+}
+}  // namespace detail
+
+/// Launches `kernel<<<grid, block, smem, stream>>>(args...)`, overlapped with
+/// the previous kernel when overlapped_launches(); checks the launch.
+template <class... Params, class... Args>
+void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, cudaStream_t stream,
+            Args&&... args) {
+  detail::launch_ex(name, kernel, grid, block, smem, stream, 1u, std::forward<Args>(args)...);
+}
+
+/// The same with the grid's x dimension cut into clusters of `cluster_x` blocks
+/// (sm_90: the blocks of a cluster run together and share their shared memory).
+template <class... Params, class... Args>
+void launch_clustered(const char* name, void (*kernel)(Params...), dim3 grid, unsigned cluster_x, dim3 block,
+                      std::size_t smem, cudaStream_t stream, Args&&... args) {
+  detail::launch_ex(name, kernel, grid, block, smem, stream, cluster_x, std::forward<Args>(args)...);
 }
 
 }  // namespace lckv::cuda

@@ -3,7 +3,8 @@
 /// Warp-level tensor-core and asynchronous-copy primitives (sm_80+ PTX):
 /// `mma.sync.m16n8k16` with fp32 accumulators over bf16 / fp16 operands,
 /// `ldmatrix` (plain and transposed) to load B operands from shared memory,
-/// and 16-byte `cp.async` global -> shared copies with commit / wait groups.
+/// 16-byte `cp.async` global -> shared copies with commit / wait groups, and
+/// L2 prefetches.
 ///
 /// Fragment layouts (g = lane / 4, c = (lane % 4) * 2), each 32-bit register
 /// holding two 16-bit elements, the lower column in the low half:
@@ -86,5 +87,8 @@ template <int Pending>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending) : "memory");
 }
+
+/// Pulls the 128-byte line at p into L2 (a hint: no fault, no ordering).
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
 }  // namespace lckv::cuda::ptx
