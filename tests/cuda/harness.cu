@@ -118,31 +118,70 @@ std::vector<float> norm_project(const std::vector<float>& x, int rows, int in, c
   });
 }
 
+namespace {
+/// The K and V a slot holds at each row's (seq, pos): [rows, kv_heads * head_dim] each.
+template <class Slot>
+RopeStoreResult stored_kv(const Slot& slot, const std::vector<RowInfo>& rows, std::vector<float> q) {
+  using T = std::remove_cv_t<std::remove_pointer_t<decltype(slot.key(0, 0, 0))>>;
+  RopeStoreResult result{std::move(q), {}, {}};
+  std::vector<T> tmp(static_cast<std::size_t>(slot.head_dim));
+  for (const RowInfo& r : rows)
+    for (int part = 0; part < 2; ++part)
+      for (int h = 0; h < slot.kv_heads; ++h) {
+        cuda::copy_to_host(tmp.data(), part == 0 ? slot.key(r.seq, r.pos, h) : slot.value(r.seq, r.pos, h), tmp.size());
+        for (T x : tmp) (part == 0 ? result.k : result.v).push_back(cuda::to_float(x));
+      }
+  return result;
+}
+
+int sequences(const std::vector<RowInfo>& rows) {
+  int seqs = 0;
+  for (const RowInfo& r : rows) seqs = std::max(seqs, r.seq + 1);
+  return seqs;
+}
+}  // namespace
+
 RopeStoreResult rope_store_kv(const std::vector<float>& q, int heads, const std::vector<float>& k,
                               const std::vector<float>& v, int kv_heads, int head_dim, const std::vector<RowInfo>& rows,
                               float theta, DType kv, int max_len) {
   return with_type(kv, [&](auto tag) {
     using T = decltype(tag);
-    int seqs = 0;
-    for (const RowInfo& r : rows) seqs = std::max(seqs, r.seq + 1);
-    ContiguousCache<T, PoisonMemory> cache(CacheGeometry{1, kv_heads, head_dim, static_cast<int>(sizeof(T))}, seqs,
-                                           max_len);
+    ContiguousCache<T, PoisonMemory> cache(CacheGeometry{1, kv_heads, head_dim, static_cast<int>(sizeof(T))},
+                                           sequences(rows), max_len);
     const int n = static_cast<int>(rows.size()), w = kv_heads * head_dim;
     auto dq = to_device(q), dk = to_device(k), dv = to_device(v);
     auto dr = to_device(rows);
     cuda::rope_store_kv(mat(dq, n, heads * head_dim), heads, cmat(dk, n, w), cmat(dv, n, w), cache.slot(0), dr.data(),
                         theta, nullptr);
     LCKV_CUDA_CHECK(cudaDeviceSynchronize());
-    RopeStoreResult result{to_host(dq), {}, {}};
-    const auto slot = cache.slot(0);
-    std::vector<T> tmp(static_cast<std::size_t>(head_dim));
-    for (const RowInfo& r : rows)
-      for (int part = 0; part < 2; ++part)
-        for (int h = 0; h < kv_heads; ++h) {
-          cuda::copy_to_host(tmp.data(), part == 0 ? slot.key(r.seq, r.pos, h) : slot.value(r.seq, r.pos, h), tmp.size());
-          for (T x : tmp) (part == 0 ? result.k : result.v).push_back(cuda::to_float(x));
-        }
-    return result;
+    return stored_kv(cache.slot(0), rows, to_host(dq));
+  });
+}
+
+RopeStoreResult attention_input(const std::vector<float>& x, const std::vector<RowInfo>& rows, int in,
+                                const std::vector<float>& norm, const std::vector<float>& wq,
+                                const std::vector<float>& wk, const std::vector<float>& wv, int heads, int kv_heads,
+                                int head_dim, float theta, DType wt, int max_len, bool fused) {
+  return with_type(wt, [&](auto tag) {
+    using W = decltype(tag);
+    cuda::CudaBackend<W> backend;
+    backend.set_fusion(fused);
+    ContiguousCache<W, PoisonMemory> cache(CacheGeometry{1, kv_heads, head_dim, static_cast<int>(sizeof(W))},
+                                           sequences(rows), max_len);
+    const int n = static_cast<int>(rows.size()), qc = heads * head_dim, kc = kv_heads * head_dim;
+    auto dx = to_device(x);
+    auto dr = to_device(rows);
+    auto dn = converted<W>(norm);
+    auto dwq = converted<W>(wq), dwk = converted<W>(wk), dwv = converted<W>(wv);
+    auto xn = poisoned(x.size());
+    auto q = poisoned(static_cast<std::size_t>(n) * qc), k = poisoned(static_cast<std::size_t>(n) * kc),
+         v = poisoned(static_cast<std::size_t>(n) * kc);
+    const steps::Projection<W> qkv[] = {{dwq.data(), mat(q, n, qc)}, {dwk.data(), mat(k, n, kc)}, {dwv.data(), mat(v, n, kc)}};
+    const std::size_t count = wk.empty() ? 1 : 3;
+    steps::attention_input(backend, cmat(dx, n, in), dn.data(), 1e-5f, mat(xn, n, in),
+                           std::span<const steps::Projection<W>>(qkv, count), heads, cache.slot(0), dr.data(), theta);
+    backend.synchronize();
+    return stored_kv(cache.slot(0), rows, to_host(q));
   });
 }
 

@@ -256,6 +256,57 @@ TEST_CASE("rope_store_kv (RoPE of q and k, K/V into the cache in one launch) vs 
       }
 }
 
+TEST_CASE("attention_input (RMSNorm, q/k/v, RoPE, K/V into the cache in one GEMV launch) vs CPU" *
+          doctest::skip(!gpu())) {
+  // 1-8 rows take the fused GEMV (outputs in rotation pairs), 13 rows rmsnorm + cuBLAS + rope_store_kv;
+  // both with fusion on and off. q-only layers (no k / v projections) store nothing.
+  for (DType t : {DType::F32, DType::BF16})
+    for (int head_dim : {64, 128})
+      for (float theta : {10000.0f, 0.0f})
+        for (bool computes_kv : {true, false})
+          for (int m : {1, 3, 8, 13}) {
+            const std::string dtype_name = cudatest::name(t);
+            CAPTURE(dtype_name);
+            CAPTURE(head_dim);
+            CAPTURE(theta);
+            CAPTURE(computes_kv);
+            CAPTURE(m);
+            Rng rng(fresh_seed());
+            const int heads = 4, kv_heads = 2, in = 264, max_len = 500, qc = heads * head_dim, kc = kv_heads * head_dim;
+            std::vector<RowInfo> rows;
+            for (int r = 0; r < m; ++r) rows.push_back({r % 3, static_cast<int>(rng.below(max_len / 8)) * 8 + r / 3});  // distinct per sequence
+            const auto x = randn(static_cast<std::size_t>(m) * in, rng, 2.0f);
+            const auto norm = rounded(t, randn(static_cast<std::size_t>(in), rng, 0.3f));
+            const auto wq = rounded(t, randn(static_cast<std::size_t>(qc) * in, rng, 0.05f));
+            const auto wk = computes_kv ? rounded(t, randn(static_cast<std::size_t>(kc) * in, rng, 0.05f)) : std::vector<float>{};
+            const auto wv = computes_kv ? rounded(t, randn(static_cast<std::size_t>(kc) * in, rng, 0.05f)) : std::vector<float>{};
+            std::vector<float> xn(x.size());
+            cpu::rmsnorm({x.data(), m, in}, norm.data(), 1e-5f, {xn.data(), m, in});
+            if (m > 8 && t != DType::F32) xn = rounded(t, xn);  // cuBLAS takes x in the weight type
+            auto project = [&](const std::vector<float>& w, int out) {
+              std::vector<float> y(static_cast<std::size_t>(m) * out);
+              cpu::linear({xn.data(), m, in}, w.data(), {y.data(), m, out});
+              return y;
+            };
+            auto q_want = project(wq, qc);
+            if (theta > 0.0f) cpu::rope({q_want.data(), m, qc}, heads, head_dim, rows.data(), theta);
+            for (bool fused : {true, false}) {
+              CAPTURE(fused);
+              const auto got = cudatest::attention_input(x, rows, in, norm, wq, wk, wv, heads, kv_heads, head_dim, theta, t,
+                                                         max_len, fused);
+              CHECK(rel_error(got.q, q_want, "attention_input q") <= tol(t));
+              if (computes_kv) {
+                auto k_want = project(wk, kc);
+                if (theta > 0.0f) cpu::rope({k_want.data(), m, kc}, kv_heads, head_dim, rows.data(), theta);
+                CHECK(rel_error(got.k, rounded(t, k_want), "attention_input k") <= tol(t));
+                CHECK(rel_error(got.v, rounded(t, project(wv, kc)), "attention_input v") <= tol(t));
+              } else {
+                CHECK(std::all_of(got.k.begin(), got.k.end(), [](float e) { return std::isnan(e); }));
+              }
+            }
+          }
+}
+
 TEST_CASE("skinny tensor-core GEMM (9-128 rows, split-K, GLU) vs CPU" * doctest::skip(!gpu())) {
   // TinyLlama's shapes ({out, in}: q, k, gate, down) and awkward ones: `out` not a multiple of the
   // 128-row tile (or below 8), `in` not a multiple of the 64-wide k-tile, few tiles (split-K with the

@@ -61,8 +61,8 @@ public:
   void synchronize() const { ctx_->stream.synchronize(); }
   const StepGraphs& graphs() const { return ctx_->graphs; }
   void set_graphs(bool on) { ctx_->options.graphs = on; }
-  /// Benchmarks: false runs every fused step (steps::norm_project, norm_gate_up_swiglu,
-  /// rope_store_kv) as its plain ops, one launch each.
+  /// Benchmarks: false runs every fused step (steps::attention_input, norm_project,
+  /// norm_gate_up_swiglu, rope_store_kv) as its plain ops, one launch each.
   void set_fusion(bool on) { ctx_->gemm.set_fusion(on); }
   /// Gemm::set_skinny: lm_head at 9-64 rows through the skinny tensor-core GEMM (off by default).
   void set_skinny(bool on) { ctx_->gemm.set_skinny(on); }
@@ -130,19 +130,22 @@ public:
       if (!ctx_->capturing) ctx_->gemm.reserve_activation(static_cast<std::size_t>(x.size()));
     ctx_->gemm.gate_up_swiglu(x, norm, eps, xn, wg, wu, gate, up);
   }
-  /// steps::rope_store_kv in one launch (unless fusion is off).
+  /// steps::rope_store_kv in one launch; false (nothing done) with fusion off.
   template <class Slot>
-  void rope_store_kv(MatrixView<float> q, int heads, MatrixView<float> k, MatrixView<const float> v, const Slot& slot,
+  bool rope_store_kv(MatrixView<float> q, int heads, MatrixView<float> k, MatrixView<const float> v, const Slot& slot,
                      const RowInfo* rows, float theta) const {
-    if (!ctx_->gemm.fusion()) {
-      if (theta > 0.0f) {
-        rope(q, heads, slot.head_dim, rows, theta);
-        rope(k, slot.kv_heads, slot.head_dim, rows, theta);
-      }
-      store_kv(k, v, slot, rows);
-      return;
-    }
+    if (!ctx_->gemm.fusion()) return false;
     cuda::rope_store_kv(q, heads, k, v, slot, rows, theta, stream());
+    return true;
+  }
+  /// steps::attention_input in one GEMV launch at decode row counts (RMSNorm, q / k / v,
+  /// RoPE, K/V into the slot); false (nothing done) at other row counts or with fusion off.
+  template <class Slot>
+  bool attention_input(MatrixView<const float> x, const W* norm, float eps, std::span<const steps::Projection<W>> qkv,
+                       int /*heads: q's columns over head_dim*/, const Slot& slot, const RowInfo* rows, float theta) const {
+    if (!ctx_->gemm.template fuses<W>(x.rows, x.cols) || (qkv.size() != 1 && qkv.size() != 3)) return false;
+    ctx_->gemm.norm_project(x, norm, eps, qkv, GemvRopeStore<Slot>{rows, theta, slot.head_dim, slot});
+    return true;
   }
   void rope(MatrixView<float> x, int heads, int head_dim, const RowInfo* rows, float theta) const {
     cuda::rope(x, heads, head_dim, rows, theta, stream());

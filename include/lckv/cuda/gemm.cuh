@@ -108,9 +108,11 @@ public:
   }
 
   /// out_s = RMSNorm(x; norm, eps) W_s^T for up to three projections in one launch
-  /// (fuses(rows, in) must hold). x: [rows, in]; norm: [in].
-  template <StorageType W>
-  void norm_project(MatrixView<const float> x, const W* norm, float eps, std::span<const steps::Projection<W>> projections) {
+  /// (fuses(rows, in) must hold), stored by `epi` (gemv.cuh: plain, or RoPE + K/V
+  /// into a cache slot). x: [rows, in]; norm: [in].
+  template <StorageType W, class Epi = GemvPlainStore>
+  void norm_project(MatrixView<const float> x, const W* norm, float eps, std::span<const steps::Projection<W>> projections,
+                    Epi epi = {}) {
     if (projections.empty() || projections.size() > static_cast<std::size_t>(GemvTargets<W>::kMax))
       throw InvalidArgument("gemm norm_project: " + std::to_string(projections.size()) +
                             " projections, expected 1-" + std::to_string(GemvTargets<W>::kMax));
@@ -121,7 +123,8 @@ public:
       t.out[s] = projections[s].out.cols;
     }
     t.count = static_cast<int>(projections.size());
-    gemv(x.data, x.rows, x.cols, t, false, static_cast<const W*>(nullptr), GemvNorm<W>{norm, eps}, num_sms_, stream_);
+    gemv(x.data, x.rows, x.cols, t, false, static_cast<const W*>(nullptr), GemvNorm<W>{norm, eps}, num_sms_, stream_,
+         epi);
   }
 
   /// gate = silu(xn Wg^T) * (xn Wu^T), xn = x or RMSNorm(x) when `norm`: one

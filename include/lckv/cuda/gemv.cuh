@@ -6,6 +6,8 @@
 ///   - normalise x first (RMSNorm: every block computes its rows' 1 / rms;
 ///     the norm weight scales x as it is read, 1 / rms scales the sums),
 ///   - feed up to three weight matrices with the same x (q, k and v),
+///   - rotate q and k by RoPE and write k and v into a KV cache slot instead of
+///     y (GemvRopeStore: a layer's whole attention input in one launch),
 ///   - or compute the MLP's silu(x Wg^T) * (x Wu^T) (gate, up, SwiGLU).
 /// Launched with programmatic dependent launch (launch.cuh): before waiting for
 /// the previous kernel a block already pulls its weight tile into L2.
@@ -16,6 +18,7 @@
 #include "lckv/cuda/dtype.cuh"
 #include "lckv/cuda/launch.cuh"
 #include "lckv/cuda/mma.cuh"
+#include "lckv/cuda/ops.cuh"
 
 namespace lckv::cuda {
 
@@ -48,6 +51,21 @@ struct GemvNorm {
   float eps = 0.0f;
 };
 
+/// Plain epilogue: y = result (or y += result).
+struct GemvPlainStore {};
+
+/// The attention-input epilogue: target 0 (q) is rotated by RoPE at its row's
+/// position into y; targets 1 and 2 (k rotated, v as is) go into `slot` at the
+/// row's (seq, pos) instead of y. A block's outputs are pairs (i, i + head_dim / 2)
+/// of one head so that it holds both halves of each rotation.
+template <class Slot>
+struct GemvRopeStore {
+  const RowInfo* rows = nullptr;  ///< [rows] device
+  float theta = 0.0f;             ///< 0: no rotation (StreamingLLM rotates at read time)
+  int head_dim = 0;
+  Slot slot{};
+};
+
 namespace kernels {
 
 /// A 16-byte weight load that bypasses L1 (weights are read once; x stays in L1).
@@ -69,10 +87,15 @@ __device__ __forceinline__ uint4 load_weights16(const void* p) {
 /// outputs. Partial sums: warp shuffles, then one shared-memory pass.
 /// GLU: the block's first TO / 2 outputs are rows of w (gate), the other TO / 2
 /// the same rows of `up`, and it writes y = silu(gate) * up (`accumulate` ignored).
-template <class W, int R, int TO, bool GLU, bool NORM>
+/// Epi: GemvPlainStore, or GemvRopeStore<Slot> (its first TO / 2 outputs are
+/// i.. of a head, the other TO / 2 the partners i + head_dim / 2..).
+template <class W, int R, int TO, bool GLU, bool NORM, class Epi = GemvPlainStore>
 __global__ void __launch_bounds__(256) gemv(const float* __restrict__ x, GemvTargets<W> targets, int rows, int in,
-                                            int groups, bool accumulate, const W* __restrict__ up, GemvNorm<W> norm) {
+                                            int groups, bool accumulate, const W* __restrict__ up, GemvNorm<W> norm,
+                                            Epi epi = {}) {
+  constexpr bool ROPE = !std::is_same_v<Epi, GemvPlainStore>;
   static_assert(!GLU || TO % 2 == 0);
+  static_assert(!ROPE || (!GLU && TO % 2 == 0));
   constexpr int TY = GLU ? TO / 2 : TO;  // outputs of y per block
   constexpr int V = 16 / sizeof(W);
   constexpr int T = 256, WARPS = T / 32;
@@ -82,7 +105,7 @@ __global__ void __launch_bounds__(256) gemv(const float* __restrict__ x, GemvTar
   // This block's matrix (unrolled selects: indexing the parameter struct would copy it to local memory).
   const W* w = targets.w[0];
   float* y = targets.y[0];
-  int out = targets.out[0], local = block;
+  int out = targets.out[0], local = block, target = 0;
 #pragma unroll
   for (int k = 1; k < GemvTargets<W>::kMax; ++k)
     if (k < targets.count && block >= targets.tile_end[k - 1]) {
@@ -90,24 +113,35 @@ __global__ void __launch_bounds__(256) gemv(const float* __restrict__ x, GemvTar
       y = targets.y[k];
       out = targets.out[k];
       local = block - targets.tile_end[k - 1];
+      target = k;
     }
   const int group = local % groups;
-  const int o0 = local / groups * TY;
+  const int tile = local / groups;
   const int r0 = group * R;
   const int nr = min(R, rows - r0);
   const int chunks = in / V;
+  // Output (row of w) of the block's t-th y output, t < TY.
+  auto output = [&](int t) {
+    if constexpr (ROPE) {
+      const int half = epi.head_dim / 2, pairs = TY / 2, per_head = half / pairs;
+      const int i = tile % per_head * pairs + (t < pairs ? t : t - pairs);
+      return tile / per_head * epi.head_dim + (t < pairs ? i : half + i);
+    } else {
+      return tile * TY + t;
+    }
+  };
   const W* wrow[TO];
 #pragma unroll
   for (int t = 0; t < TO; ++t) {
-    const int o = min(o0 + (t < TY ? t : t - TY), out - 1);
+    const int o = min(output(t < TY ? t : t - TY), out - 1);
     wrow[t] = (t < TY ? w : up) + static_cast<std::int64_t>(o) * in;
   }
   // Weights never change: start pulling this block's tile before the previous kernel ends.
   {
     const int lines = (in * static_cast<int>(sizeof(W)) + 127) / 128;
-    for (int i = threadIdx.x; i < TO * lines; i += T) {
+    for (int i = threadIdx.x; i < TO * lines; i += T) {  // (not wrow[i / lines]: a dynamic index would spill it)
       const int t = i / lines;
-      const W* row = (t < TY ? w : up) + static_cast<std::int64_t>(min(o0 + (t < TY ? t : t - TY), out - 1)) * in;
+      const W* row = (t < TY ? w : up) + static_cast<std::int64_t>(min(output(t < TY ? t : t - TY), out - 1)) * in;
       ptx::prefetch_l2(reinterpret_cast<const char*>(row) + (i % lines) * 128);
     }
   }
@@ -210,19 +244,32 @@ __global__ void __launch_bounds__(256) gemv(const float* __restrict__ x, GemvTar
     }
   __syncthreads();
   if (threadIdx.x < TY * R) {
-    const int t = threadIdx.x / R, r = threadIdx.x % R, o = o0 + t;
+    const int t = threadIdx.x / R, r = threadIdx.x % R, o = output(t);
     if (o < out && r < nr) {
       const float scale = NORM ? inv_rms[r] : 1.0f;
-      float sum = 0.0f;
+      auto result = [&](int tt) {
+        float sum = 0.0f;
 #pragma unroll
-      for (int k = 0; k < WARPS; ++k) sum += partial[k][threadIdx.x];
-      sum *= scale;
+        for (int k = 0; k < WARPS; ++k) sum += partial[k][tt * R + r];
+        return sum * scale;
+      };
+      const float sum = result(t);
       float* yo = y + static_cast<std::int64_t>(r0 + r) * out + o;
-      if constexpr (GLU) {
-        float u = 0.0f;
-#pragma unroll
-        for (int k = 0; k < WARPS; ++k) u += partial[k][threadIdx.x + TY * R];
-        u *= scale;
+      if constexpr (ROPE) {
+        using T = std::remove_cv_t<std::remove_pointer_t<decltype(epi.slot.key(0, 0, 0))>>;
+        const int D = epi.head_dim, half = D / 2, pairs = TY / 2, i = o % D;
+        const RowInfo ri = epi.rows[r0 + r];
+        float value = sum;
+        if (target < 2 && epi.theta > 0.0f) {  // x[i] = a c - b s, x[i + half] = b c + a s
+          const float partner = result(t < pairs ? t + pairs : t - pairs);
+          float sn, cs;
+          rope_sin_cos(ri.pos, i % half, D, epi.theta, &sn, &cs);
+          value = i < half ? sum * cs - partner * sn : sum * cs + partner * sn;
+        }
+        if (target == 0) *yo = value;
+        else (target == 1 ? epi.slot.key(ri.seq, ri.pos, o / D) : epi.slot.value(ri.seq, ri.pos, o / D))[i] = from_float<T>(value);
+      } else if constexpr (GLU) {
+        const float u = result(t + TY);
         *yo = sum / (1.0f + expf(-sum)) * u;
       } else {
         *yo = accumulate ? *yo + sum : sum;
@@ -237,13 +284,24 @@ __global__ void __launch_bounds__(256) gemv(const float* __restrict__ x, GemvTar
 /// multiple of 16 / sizeof(W)). `targets` lists the matrices (tile_end is
 /// filled here); with `up` the single target is the GLU's gate matrix.
 /// Outputs per block: the largest of 8 / 4 / 1 (4 at most for 8-row groups, for
-/// registers) that still gives every SM >= 2 blocks.
-template <class W>
+/// registers) that still gives every SM >= 2 blocks; 2 at least for the GLU and
+/// GemvRopeStore, whose head_dim / 2 the pairs per block must divide.
+template <class W, class Epi = GemvPlainStore>
 void gemv(const float* x, int rows, int in, GemvTargets<W> targets, bool accumulate, const W* up, GemvNorm<W> norm,
-          int num_sms, cudaStream_t stream) {
+          int num_sms, cudaStream_t stream, Epi epi = {}) {
+  constexpr bool rope = !std::is_same_v<Epi, GemvPlainStore>;
   const int R = rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : 8;
   const int groups = (rows + R - 1) / R;
   const bool glu = up != nullptr;
+  if constexpr (rope) {
+    if (glu || epi.head_dim < 2 || epi.head_dim % 2 != 0)
+      throw InvalidArgument("gemv: the RoPE epilogue takes no GLU and an even head_dim, got head_dim = " +
+                            std::to_string(epi.head_dim));
+    for (int s = 0; s < targets.count; ++s)
+      if (targets.out[s] % epi.head_dim != 0)
+        throw InvalidArgument("gemv: RoPE target " + std::to_string(s) + " has " + std::to_string(targets.out[s]) +
+                              " outputs, not a multiple of head_dim = " + std::to_string(epi.head_dim));
+  }
   auto blocks_for = [&](int to) {
     std::int64_t total = 0;
     for (int s = 0; s < targets.count; ++s) {
@@ -254,9 +312,11 @@ void gemv(const float* x, int rows, int in, GemvTargets<W> targets, bool accumul
     return total;
   };
   const std::int64_t want = 2ll * num_sms;
-  int to = glu ? 2 : 1;
+  int to = glu || rope ? 2 : 1;
   for (int candidate : {8, 4}) {
     if (candidate == 8 && R == 8) continue;
+    if constexpr (rope)
+      if (epi.head_dim / 2 % (candidate / 2) != 0) continue;  // whole rotation pairs per block
     if (blocks_for(candidate) >= want) {
       to = candidate;
       break;
@@ -266,8 +326,8 @@ void gemv(const float* x, int rows, int in, GemvTargets<W> targets, bool accumul
   auto go = [&](auto r_tag, auto to_tag, auto glu_tag, auto norm_tag) {
     constexpr int Rc = decltype(r_tag)::value, TOc = decltype(to_tag)::value;
     constexpr bool Gc = decltype(glu_tag)::value, Nc = decltype(norm_tag)::value;
-    launch("gemv", kernels::gemv<W, Rc, TOc, Gc, Nc>, blocks, 256, 0, stream, x, targets, rows, in, groups, accumulate,
-           up, norm);
+    launch("gemv", kernels::gemv<W, Rc, TOc, Gc, Nc, Epi>, blocks, 256, 0, stream, x, targets, rows, in, groups,
+           accumulate, up, norm, epi);
   };
   auto with_to = [&](auto r_tag, auto glu_tag, auto norm_tag) {
     using std::integral_constant;
@@ -275,14 +335,16 @@ void gemv(const float* x, int rows, int in, GemvTargets<W> targets, bool accumul
     if constexpr (Rc < 8)
       if (to == 8) return go(r_tag, integral_constant<int, 8>{}, glu_tag, norm_tag);
     if (to == 4) return go(r_tag, integral_constant<int, 4>{}, glu_tag, norm_tag);
-    if constexpr (decltype(glu_tag)::value) return go(r_tag, integral_constant<int, 2>{}, glu_tag, norm_tag);
+    if constexpr (decltype(glu_tag)::value || rope) return go(r_tag, integral_constant<int, 2>{}, glu_tag, norm_tag);
     else return go(r_tag, integral_constant<int, 1>{}, glu_tag, norm_tag);
   };
   auto with_flags = [&](auto r_tag) {
     using std::bool_constant;
     const bool n = norm.weight != nullptr;
-    if (glu) return n ? with_to(r_tag, bool_constant<true>{}, bool_constant<true>{})
-                      : with_to(r_tag, bool_constant<true>{}, bool_constant<false>{});
+    if constexpr (!rope) {
+      if (glu) return n ? with_to(r_tag, bool_constant<true>{}, bool_constant<true>{})
+                        : with_to(r_tag, bool_constant<true>{}, bool_constant<false>{});
+    }
     return n ? with_to(r_tag, bool_constant<false>{}, bool_constant<true>{})
              : with_to(r_tag, bool_constant<false>{}, bool_constant<false>{});
   };

@@ -5,6 +5,7 @@
 /// member of the same name; otherwise the step runs as the backend's plain ops
 /// in sequence. Results are the same either way up to fp32 rounding order.
 
+#include <concepts>
 #include <span>
 #include <type_traits>
 
@@ -49,19 +50,39 @@ void norm_gate_up_swiglu(Backend& b, MatrixView<const float> x, const W* norm, f
 }
 
 /// RoPE of q and k at the rows' positions (skipped when theta == 0: StreamingLLM
-/// rotates at read time), then k and v into the slot.
+/// rotates at read time), then k and v into the slot. A backend's fused version
+/// returns false when it does not apply (the plain ops run instead).
 /// q: [rows, heads * head_dim]; k, v: [rows, kv_heads * head_dim].
 template <class Backend, class Slot>
 void rope_store_kv(Backend& b, MatrixView<float> q, int heads, MatrixView<float> k, MatrixView<const float> v,
                    const Slot& slot, const RowInfo* rows, float theta) {
-  if constexpr (requires { b.rope_store_kv(q, heads, k, v, slot, rows, theta); }) {
-    b.rope_store_kv(q, heads, k, v, slot, rows, theta);
-  } else {
-    if (theta > 0.0f) {
-      b.rope(q, heads, slot.head_dim, rows, theta);
-      b.rope(k, slot.kv_heads, slot.head_dim, rows, theta);
-    }
-    b.store_kv(k, v, slot, rows);
+  if constexpr (requires { { b.rope_store_kv(q, heads, k, v, slot, rows, theta) } -> std::same_as<bool>; })
+    if (b.rope_store_kv(q, heads, k, v, slot, rows, theta)) return;
+  if (theta > 0.0f) {
+    b.rope(q, heads, slot.head_dim, rows, theta);
+    b.rope(k, slot.kv_heads, slot.head_dim, rows, theta);
+  }
+  b.store_kv(k, v, slot, rows);
+}
+
+/// A layer's attention input: q = RMSNorm(x; norm, eps) Wq^T rotated by RoPE at
+/// the rows' positions (theta > 0), and for layers that compute KV (qkv = q, k,
+/// v projections) k rotated and v stored into `slot` at the rows' positions
+/// (their `out` views are scratch). q-only layers (qkv = {q}) pass the slot they
+/// attend to, for its head_dim. A backend's fused version returns false when it
+/// does not apply. x, xn: [rows, hidden]; xn receives the normalised x where needed.
+template <class Backend, class W, class Slot>
+void attention_input(Backend& b, MatrixView<const float> x, const W* norm, float eps, MatrixView<float> xn,
+                     std::span<const Projection<std::type_identity_t<W>>> qkv, int heads, const Slot& slot,
+                     const RowInfo* rows, float theta) {
+  if constexpr (requires { { b.attention_input(x, norm, eps, qkv, heads, slot, rows, theta) } -> std::same_as<bool>; })
+    if (b.attention_input(x, norm, eps, qkv, heads, slot, rows, theta)) return;
+  norm_project(b, x, norm, eps, xn, qkv);
+  if (qkv.size() == 3) {
+    rope_store_kv(b, qkv[0].out, heads, qkv[1].out, MatrixView<const float>{qkv[2].out.data, qkv[2].out.rows, qkv[2].out.cols},
+                  slot, rows, theta);
+  } else if (theta > 0.0f) {
+    b.rope(qkv[0].out, heads, slot.head_dim, rows, theta);
   }
 }
 

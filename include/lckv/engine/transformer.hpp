@@ -283,12 +283,14 @@ private:
         auto k = view(k_, n, s.kv_dim());
         auto v = view(v_, n, s.kv_dim());
         const steps::Projection<WeightT> qkv[] = {{w.q_proj, q}, {w.k_proj, k}, {w.v_proj, v}};
-        steps::norm_project(backend_, x, w.input_layernorm, s.rms_norm_eps, xn, qkv);
-        steps::rope_store_kv(backend_, q, s.num_heads, k, v, cache.slot(config_.plan.kv_slot(l)), rows, theta);
+        steps::attention_input(backend_, x, w.input_layernorm, s.rms_norm_eps, xn,
+                               std::span<const steps::Projection<WeightT>>(qkv), s.num_heads,
+                               cache.slot(config_.plan.kv_slot(l)), rows, theta);
       } else {
         const steps::Projection<WeightT> q_only[] = {{w.q_proj, q}};
-        steps::norm_project(backend_, x, w.input_layernorm, s.rms_norm_eps, xn, q_only);
-        if (theta > 0.0f) backend_.rope(q, s.num_heads, s.head_dim, rows, theta);
+        steps::attention_input(backend_, x, w.input_layernorm, s.rms_norm_eps, xn,
+                               std::span<const steps::Projection<WeightT>>(q_only), s.num_heads,
+                               cache.slot(config_.plan.kv_slot(config_.plan.attends_to(l))), rows, theta);
       }
       backend_.attention(q, cache.slot(config_.plan.kv_slot(config_.plan.attends_to(l))), rows, mask(l), s.num_heads,
                          attn);
