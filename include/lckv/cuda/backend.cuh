@@ -115,10 +115,9 @@ public:
   void norm_project(MatrixView<const float> x, const W* norm, float eps, MatrixView<float> xn,
                     std::span<const steps::Projection<W>> projections) const {
     if (!ctx_->gemm.template fuses<W>(x.rows, x.cols)) {
-      rmsnorm(x, norm, eps, xn);
       if constexpr (!std::is_same_v<W, float>)
         if (!ctx_->capturing) ctx_->gemm.reserve_activation(static_cast<std::size_t>(x.size()));
-      ctx_->gemm.project(MatrixView<const float>{xn.data, xn.rows, xn.cols}, projections);
+      ctx_->gemm.norm_then_project(x, norm, eps, xn, projections);
       return;
     }
     ctx_->gemm.norm_project(x, norm, eps, projections);

@@ -107,6 +107,26 @@ public:
     for (const auto& p : projections) cublas_linear(b, x.rows, x.cols, p.weight, p.out, false);
   }
 
+  /// out_s = RMSNorm(x; norm, eps) W_s^T where the fused GEMV does not apply: with
+  /// fusion on and 16-bit W, the norm writes x rounded to W's type straight into
+  /// the activation scratch cuBLAS reads (no fp32 copy, no rounding pass); else
+  /// rmsnorm into xn, then project(). x, xn: [rows, in].
+  template <StorageType W>
+  void norm_then_project(MatrixView<const float> x, const W* norm, float eps, MatrixView<float> xn,
+                         std::span<const steps::Projection<W>> projections) {
+    if (x.rows == 0) return;
+    if constexpr (!std::is_same_v<W, float>) {
+      if (fusion_ && !gemv_fits<W>(x.rows, x.cols)) {
+        W* b = activation<W>(x.size());
+        rmsnorm_into(x, norm, eps, b, stream_);
+        for (const auto& p : projections) cublas_linear(b, x.rows, x.cols, p.weight, p.out, false);
+        return;
+      }
+    }
+    rmsnorm(x, norm, eps, xn, stream_);
+    project(MatrixView<const float>{xn.data, xn.rows, xn.cols}, projections);
+  }
+
   /// out_s = RMSNorm(x; norm, eps) W_s^T for up to three projections in one launch
   /// (fuses(rows, in) must hold), stored by `epi` (gemv.cuh: plain, or RoPE + K/V
   /// into a cache slot). x: [rows, in]; norm: [in].
@@ -139,13 +159,9 @@ public:
            stream_);
       return;
     }
-    MatrixView<const float> in = x;
-    if (norm) {
-      rmsnorm(x, norm, eps, xn, stream_);
-      in = xn;
-    }
     const steps::Projection<W> both[] = {{wg, gate}, {wu, up}};
-    project(in, std::span<const steps::Projection<W>>(both));
+    if (norm) norm_then_project(x, norm, eps, xn, std::span<const steps::Projection<W>>(both));
+    else project(x, std::span<const steps::Projection<W>>(both));
     swiglu(gate, MatrixView<const float>{up.data, up.rows, up.cols}, stream_);
   }
 
@@ -168,14 +184,18 @@ private:
     if constexpr (std::is_same_v<W, float>) {
       return x.data;
     } else {
-      const std::size_t n = static_cast<std::size_t>(x.size());
-      if (n * sizeof(W) > act_.bytes())
-        throw CudaError("gemm: activation scratch of " + std::to_string(act_.bytes()) + " bytes is too small for " +
-                        std::to_string(n * sizeof(W)) + "; call reserve_activation first");
-      W* xc = reinterpret_cast<W*>(act_.data());
+      W* xc = activation<W>(x.size());
       convert(x.data, xc, x.size(), stream_);
       return xc;
     }
+  }
+  /// The activation scratch as n elements of W (reserve_activation made room).
+  template <StorageType W>
+  W* activation(std::int64_t n) {
+    if (static_cast<std::size_t>(n) * sizeof(W) > act_.bytes())
+      throw CudaError("gemm: activation scratch of " + std::to_string(act_.bytes()) + " bytes is too small for " +
+                      std::to_string(static_cast<std::size_t>(n) * sizeof(W)) + "; call reserve_activation first");
+    return reinterpret_cast<W*>(act_.data());
   }
   /// y (+)= b W^T through cuBLAS; b: [rows, in] in W's type (see rounded()).
   template <StorageType W>

@@ -30,21 +30,22 @@ __global__ void embed(const int* tokens, const W* table, float* out, int cols) {
   for (int c = threadIdx.x; c < cols; c += blockDim.x) dst[c] = to_float(src[c]);
 }
 
-template <int Threads, class W>
-__global__ void __launch_bounds__(Threads) rmsnorm(const float* x, const W* w, float eps, float* out, int cols) {
+/// out = RMSNorm(x) rounded to O (fp32, or a GEMM's 16-bit input).
+template <int Threads, class W, class O>
+__global__ void __launch_bounds__(Threads) rmsnorm(const float* x, const W* w, float eps, O* out, int cols) {
   pdl::allow_next();
   pdl::wait();
   using Reduce = cub::BlockReduce<float, Threads>;
   __shared__ typename Reduce::TempStorage tmp;
   __shared__ float inv;
   const float* in = x + static_cast<std::int64_t>(blockIdx.x) * cols;
-  float* o = out + static_cast<std::int64_t>(blockIdx.x) * cols;
+  O* o = out + static_cast<std::int64_t>(blockIdx.x) * cols;
   float ss = 0.0f;
   for (int c = threadIdx.x; c < cols; c += Threads) ss += in[c] * in[c];
   const float total = Reduce(tmp).Sum(ss);
   if (threadIdx.x == 0) inv = 1.0f / sqrtf(total / static_cast<float>(cols) + eps);
   __syncthreads();
-  for (int c = threadIdx.x; c < cols; c += Threads) o[c] = to_float(w[c]) * (in[c] * inv);
+  for (int c = threadIdx.x; c < cols; c += Threads) o[c] = from_float<O>(to_float(w[c]) * (in[c] * inv));
 }
 
 /// sin and cos of RoPE's angle for pair i of a head at position pos. The CPU
@@ -194,11 +195,16 @@ void embed(const int* tokens, const W* table, MatrixView<float> out, cudaStream_
   launch("embed", kernels::embed<W>, out.rows, 256, 0, s, tokens, table, out.data, out.cols);
 }
 
-/// out = w * x / sqrt(mean(x^2) + eps), per row (CUB block reduction). x, out: [rows, hidden]; w: [hidden].
+/// out = w * x / sqrt(mean(x^2) + eps) per row (CUB block reduction), rounded to O
+/// (fp32, or the 16-bit input of a GEMM). x: [rows, hidden]; w: [hidden]; out: [rows, hidden] of O.
+template <class W, class O>
+void rmsnorm_into(MatrixView<const float> x, const W* w, float eps, O* out, cudaStream_t s) {
+  if (x.rows == 0) return;
+  launch("rmsnorm", kernels::rmsnorm<256, W, O>, x.rows, 256, 0, s, x.data, w, eps, out, x.cols);
+}
 template <class W>
 void rmsnorm(MatrixView<const float> x, const W* w, float eps, MatrixView<float> out, cudaStream_t s) {
-  if (x.rows == 0) return;
-  launch("rmsnorm", kernels::rmsnorm<256, W>, x.rows, 256, 0, s, x.data, w, eps, out.data, x.cols);
+  rmsnorm_into(x, w, eps, out.data, s);
 }
 
 /// HF rotate_half RoPE in place. x: [rows, heads * head_dim]; rows: [rows] device.
