@@ -71,6 +71,26 @@ private:
   cudaGraphExec_t exec_ = nullptr;
 };
 
+/// Times one launch of `run` (manual time): warm-up, then 200 launches recorded as one
+/// CUDA Graph and replayed per iteration, so the host's launch rate stays out of it.
+template <class F>
+void time_per_launch(benchmark::State& state, cudaStream_t s, F&& run) {
+  for (int i = 0; i < 3; ++i) run();
+  LCKV_CUDA_CHECK(cudaStreamSynchronize(s));
+  const int reps = 200;
+  const Recorded graph(s, [&] {
+    for (int i = 0; i < reps; ++i) run();
+  });
+  graph.replay();
+  lc::Event e0, e1;
+  for (auto _ : state) {
+    e0.record(s);
+    graph.replay();
+    e1.record(s);
+    state.SetIterationTime(e1.since(e0) / 1e3 / reps);
+  }
+}
+
 int num_sms() {
   int n = 0;
   LCKV_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, 0));
@@ -329,20 +349,7 @@ void BM_DecodeOps(benchmark::State& state) {
       bytes = 2.0 * 2 * B * 1025 * 4 * 64;
     }
   };
-  for (int i = 0; i < 3; ++i) run();
-  s.synchronize();
-  const int reps = 200;
-  const Recorded graph(s.get(), [&] {
-    for (int i = 0; i < reps; ++i) run();
-  });
-  graph.replay();
-  lc::Event e0, e1;
-  for (auto _ : state) {
-    e0.record(s.get());
-    graph.replay();
-    e1.record(s.get());
-    state.SetIterationTime(e1.since(e0) / 1e3 / reps);
-  }
+  time_per_launch(state, s.get(), run);
   state.SetLabel(names[op]);
   state.counters["bytes_per_s"] = benchmark::Counter(bytes * state.iterations(), benchmark::Counter::kIsRate);
 }
@@ -385,20 +392,7 @@ void BM_SkinnyGemm(benchmark::State& state) {
     }
   };
   const double bytes = 2.0 * wsz * (op == 9 ? 2 : 1) + 4.0 * B * (in + out);
-  for (int i = 0; i < 3; ++i) run();
-  s.synchronize();
-  const int reps = 200;
-  const Recorded graph(s.get(), [&] {
-    for (int i = 0; i < reps; ++i) run();
-  });
-  graph.replay();
-  lc::Event e0, e1;
-  for (auto _ : state) {
-    e0.record(s.get());
-    graph.replay();
-    e1.record(s.get());
-    state.SetIterationTime(e1.since(e0) / 1e3 / reps);
-  }
+  time_per_launch(state, s.get(), run);
   static const char* names[] = {"q_proj", "k_proj", "gate_proj", "down_proj", "lm_head", "", "", "", "", "gate_up_glu"};
   state.SetLabel(std::string(names[op]) + (skinny ? " skinny" : " cublas"));
   state.counters["bytes_per_s"] = benchmark::Counter(bytes * state.iterations(), benchmark::Counter::kIsRate);

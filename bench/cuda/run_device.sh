@@ -9,7 +9,8 @@
 # "quick" runs a reduced benchmark set. Environment: PREBUILT=dir (run test_cuda, bench_cuda and
 # runner_smoke built elsewhere instead of building), SKIP_TESTS=1, SKIP_SAN=1 (no sanitizers),
 # SAN_TOOLS="memcheck racecheck" (default), RACE_FILTER (doctest filter for racecheck; default
-# the op suite), BENCH_FILTER (overrides the mode's benchmark filter), SAN_TIMEOUT, BENCH_TIMEOUT. Needs CUDA 12+ (nvcc, cuBLAS, CUB),
+# the op suite), SAN_STRIDE (under the sanitizers the long decode sweep runs every SAN_STRIDE-th
+# combination; default 8), BENCH_FILTER (overrides the mode's benchmark filter), SAN_TIMEOUT, BENCH_TIMEOUT. Needs CUDA 12+ (nvcc, cuBLAS, CUB),
 # CMake >= 3.25, Ninja, and .device-deps/ from deps.sh (doctest, Google
 # Benchmark, nlohmann-json, Eigen).
 set -uo pipefail
@@ -70,7 +71,7 @@ for tool in $tools; do
   # it runs the op suite (every custom kernel: both attention kernels, all masks, sampling).
   if [ $tool = racecheck ]; then filt="${RACE_FILTER:---test-suite=cuda ops}"; else filt='--test-suite=*'; fi
   filt2='--test-case-exclude=*error messages*,*out of device memory*'
-  timeout "${SAN_TIMEOUT:-240}" compute-sanitizer --tool $tool --error-exitcode 99 $build/bin/test_cuda "$filt" "$filt2" $san_filter \
+  LCKV_TEST_STRIDE="${SAN_STRIDE:-8}" timeout "${SAN_TIMEOUT:-240}" compute-sanitizer --tool $tool --error-exitcode 99 $build/bin/test_cuda "$filt" "$filt2" $san_filter \
     >"$out/sanitizer.tmp" 2>&1 || rc=$?
   log "compute-sanitizer $tool rc=$rc ($(( $(date +%s) - t0 )) s): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer.tmp" | tail -1) $(grep -E '^\[doctest\] test cases' "$out/sanitizer.tmp")"
   { echo "=== $tool"; cat "$out/sanitizer.tmp"; } >>"$out/sanitizers.log"

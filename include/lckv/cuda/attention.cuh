@@ -145,6 +145,39 @@ __device__ void write_decode_output(const Params<Slot>& p, int row, int h, int s
   }
 }
 
+/// One key tile's step of the online softmax, one warp per query (kThreads / 32
+/// warps share `queries`): Ss [queries][kKeyTile] scores in, probabilities out
+/// (relative to the new running max); m_s, l_s: running max and sum per query,
+/// updated; c_s: the factor each query's accumulator must be rescaled by.
+__device__ inline void online_softmax_tile(float* Ss, float* m_s, float* l_s, float* c_s, int queries, int warp,
+                                           int lane) {
+  static_assert(kKeyTile == 64, "two keys per lane");
+  for (int q = warp; q < queries; q += kThreads / 32) {
+    const float v0 = Ss[q * kKeyTile + lane], v1 = Ss[q * kKeyTile + lane + 32];
+    float mt = fmaxf(v0, v1);
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, o));
+    const float m_old = m_s[q], m_new = fmaxf(m_old, mt);
+    float corr = 1.0f, p0 = 0.0f, p1 = 0.0f;
+    if (m_new != -INFINITY) {
+      p0 = expf(v0 - m_new);
+      p1 = expf(v1 - m_new);
+      corr = expf(m_old - m_new);
+    }
+    float sum = p0 + p1;
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    Ss[q * kKeyTile + lane] = p0;
+    Ss[q * kKeyTile + lane + 32] = p1;
+    __syncwarp();
+    if (lane == 0) {
+      m_s[q] = m_new;
+      l_s[q] = l_s[q] * corr + sum;
+      c_s[q] = corr;
+    }
+  }
+}
+
 /// One key tile's K and V rows staged through registers (16-byte loads), so the
 /// next tile's loads are in flight while the current one is computed on.
 template <class T, int D>
@@ -333,31 +366,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Params<Slot> p) {
       }
       __syncthreads();
 
-      // Online softmax: one warp per query.
-      for (int q = warp; q < NQ; q += kThreads / 32) {
-        float v0 = Ss[q * kKeyTile + lane], v1 = Ss[q * kKeyTile + lane + 32];
-        float mt = fmaxf(v0, v1);
-#pragma unroll
-        for (int o = 16; o > 0; o /= 2) mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, o));
-        const float m_old = m_s[q], m_new = fmaxf(m_old, mt);
-        float corr = 1.0f, p0 = 0.0f, p1 = 0.0f;
-        if (m_new != -INFINITY) {
-          p0 = expf(v0 - m_new);
-          p1 = expf(v1 - m_new);
-          corr = expf(m_old - m_new);
-        }
-        float sum = p0 + p1;
-#pragma unroll
-        for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-        Ss[q * kKeyTile + lane] = p0;
-        Ss[q * kKeyTile + lane + 32] = p1;
-        __syncwarp();
-        if (lane == 0) {
-          m_s[q] = m_new;
-          l_s[q] = l_s[q] * corr + sum;
-          c_s[q] = corr;
-        }
-      }
+      online_softmax_tile(Ss, m_s, l_s, c_s, NQ, warp, lane);
       __syncthreads();
 
       // O = O * corr + P V.
@@ -493,30 +502,7 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(Params<Slot> p) {
     }
     __syncthreads();
 
-    for (int qq = warp; qq < G; qq += kThreads / 32) {
-      const float v0 = Ss[qq * kKeyTile + lane], v1 = Ss[qq * kKeyTile + lane + 32];
-      float mt = fmaxf(v0, v1);
-#pragma unroll
-      for (int o = 16; o > 0; o /= 2) mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, o));
-      const float m_old = m_s[qq], m_new = fmaxf(m_old, mt);
-      float corr = 1.0f, p0 = 0.0f, p1 = 0.0f;
-      if (m_new != -INFINITY) {
-        p0 = expf(v0 - m_new);
-        p1 = expf(v1 - m_new);
-        corr = expf(m_old - m_new);
-      }
-      float sum = p0 + p1;
-#pragma unroll
-      for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-      Ss[qq * kKeyTile + lane] = p0;
-      Ss[qq * kKeyTile + lane + 32] = p1;
-      __syncwarp();
-      if (lane == 0) {
-        m_s[qq] = m_new;
-        l_s[qq] = l_s[qq] * corr + sum;
-        c_s[qq] = corr;
-      }
-    }
+    online_softmax_tile(Ss, m_s, l_s, c_s, G, warp, lane);
     __syncthreads();
 
     if (aq < G) {

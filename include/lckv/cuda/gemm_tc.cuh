@@ -35,6 +35,7 @@
 #include "lckv/cuda/device_memory.cuh"
 #include "lckv/cuda/dtype.cuh"
 #include "lckv/cuda/launch.cuh"
+#include "lckv/cuda/mma.cuh"
 
 namespace lckv::cuda {
 
@@ -65,56 +66,12 @@ __host__ __device__ constexpr int smem_bytes(int nt) {
   return pipe > epi ? pipe : epi;
 }
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  // src-size 0 writes 16 zero bytes without reading (rows/k past the edge).
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
-
 /// The m16k16 A fragment (a0..a7 as four b32) of rows [row0, row0 + 16), k16 step `ks`, of a swizzled W stage.
 __device__ __forceinline__ void load_a(const unsigned char* ws, int row0, int ks, int lane, unsigned (&a)[4]) {
   // Lanes 0-15 address rows 0-15 at k 0-7, lanes 16-31 the same rows at k 8-15: matrices 0..3 = a0a1, a2a3, a4a5, a6a7.
   const int r = row0 + (lane & 15);
   const int chunk = (ks * 2 + (lane >> 4)) ^ (r & 7);
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(ws + r * (kTileK * 2) + chunk * 16));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
-               : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
-               : "r"(s));
-}
-
-/// Two fp32 values rounded to W and packed (the first in the low half, the lower k of an mma register).
-template <class W>
-__device__ __forceinline__ unsigned pack2(float2 v) {
-  if constexpr (std::is_same_v<W, __nv_bfloat16>) {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(v.x, v.y);
-    return *reinterpret_cast<const unsigned*>(&h);
-  } else {
-    const __half2 h = __floats2half2_rn(v.x, v.y);
-    return *reinterpret_cast<const unsigned*>(&h);
-  }
-}
-
-/// c += a b for one m16n8k16 tile, fp32 accumulators.
-template <class W>
-__device__ __forceinline__ void mma(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-  if constexpr (std::is_same_v<W, __nv_bfloat16>) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
+  ptx::ldmatrix_x4(a, ptx::smem_address(ws + r * (kTileK * 2) + chunk * 16));
 }
 
 }  // namespace skinny
@@ -159,7 +116,8 @@ __global__ void __launch_bounds__(skinny::kThreads) skinny_gemm(const float* __r
       const W* src = GLU && r >= TY ? w2 : w;
       const int k = k0 + kc * 8;
       const bool ok = o < out && k < in;
-      cp_async16(dst + r * (kTileK * 2) + ((kc ^ (r & 7)) * 16), ok ? src + static_cast<std::int64_t>(o) * in + k : src, ok);
+      ptx::cp_async_16(ptx::smem_address(dst + r * (kTileK * 2) + ((kc ^ (r & 7)) * 16)),
+                       ok ? src + static_cast<std::int64_t>(o) * in + k : src, ok);
     }
   };
   // Stage `j` of x: NT * 8 rows of 16 chunks (4 floats each), zeros past `rows` and `in`.
@@ -170,7 +128,7 @@ __global__ void __launch_bounds__(skinny::kThreads) skinny_gemm(const float* __r
       const int r = c / (kTileK / 4), kc = c % (kTileK / 4);
       const int k = k0 + kc * 4;
       const bool ok = r < rows && k < in;
-      cp_async16(dst + r * kXStride + kc * 4, ok ? x + static_cast<std::int64_t>(r) * in + k : x, ok);
+      ptx::cp_async_16(ptx::smem_address(dst + r * kXStride + kc * 4), ok ? x + static_cast<std::int64_t>(r) * in + k : x, ok);
     }
   };
 
@@ -183,7 +141,7 @@ __global__ void __launch_bounds__(skinny::kThreads) skinny_gemm(const float* __r
 #pragma unroll
   for (int j = 0; j < kStages - 1; ++j) {
     if (j < nk) load_x(j);
-    cp_async_commit();
+    ptx::cp_async_commit();
   }
 
   float acc[2][NT][4];
@@ -195,14 +153,14 @@ __global__ void __launch_bounds__(skinny::kThreads) skinny_gemm(const float* __r
       for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.0f;
 
   for (int j = 0; j < nk; ++j) {
-    cp_async_wait<kStages - 2>();
+    ptx::cp_async_wait<kStages - 2>();
     __syncthreads();  // stage j visible to all; stage j - 1 (overwritten next) consumed by all
     const int next = j + kStages - 1;
     if (next < nk) {
       load_w(next);
       load_x(next);
     }
-    cp_async_commit();  // possibly empty: keeps one group per iteration
+    ptx::cp_async_commit();  // possibly empty: keeps one group per iteration
 
     const unsigned char* ws = smem + (j % kStages) * StageBytes;
     const float* xs = reinterpret_cast<const float*>(ws + kWStageBytes);
@@ -218,14 +176,14 @@ __global__ void __launch_bounds__(skinny::kThreads) skinny_gemm(const float* __r
       for (int nt = 0; nt < NT; ++nt) {
         // B fragment: b0b1 = x[n = g][k = 2t, 2t + 1], b2b3 = the same at k + 8.
         const float* xr = xs + (nt * 8 + g) * kXStride + ks * 16 + 2 * t;
-        const unsigned b0 = pack2<W>(*reinterpret_cast<const float2*>(xr));
-        const unsigned b1 = pack2<W>(*reinterpret_cast<const float2*>(xr + 8));
-        mma<W>(acc[0][nt], a[0], b0, b1);
-        mma<W>(acc[1][nt], a[1], b0, b1);
+        const float2 x0 = *reinterpret_cast<const float2*>(xr), x1 = *reinterpret_cast<const float2*>(xr + 8);
+        const std::uint32_t b0 = ptx::pack2<W>(x0.x, x0.y), b1 = ptx::pack2<W>(x1.x, x1.y);
+        ptx::mma_16816<W>(acc[0][nt], a[0], b0, b1);
+        ptx::mma_16816<W>(acc[1][nt], a[1], b0, b1);
       }
     }
   }
-  cp_async_wait<0>();
+  ptx::cp_async_wait<0>();
   __syncthreads();  // the pipeline's shared memory becomes the epilogue tile
 
   // c[n][m]: batch row n, local feature m. The two k halves add in a fixed order.

@@ -146,6 +146,8 @@ __global__ void convert(const float* src, T* dst, std::int64_t n) {
     dst[i] = from_float<T>(src[i]);
 }
 
+/// k and v ([n, kv_heads * head_dim]) into the slot at each row's (seq, pos);
+/// null k and v store zeros (zero_kv).
 template <class Slot>
 __global__ void store_kv(const float* k, const float* v, Slot slot, const RowInfo* rows, int n) {
   pdl::allow_next();
@@ -158,25 +160,8 @@ __global__ void store_kv(const float* k, const float* v, Slot slot, const RowInf
     const int r = static_cast<int>(t / per_row), c = static_cast<int>(t % per_row);
     const int h = c / slot.head_dim, d = c % slot.head_dim;
     const RowInfo ri = rows[r];
-    slot.key(ri.seq, ri.pos, h)[d] = from_float<T>(k[t]);
-    slot.value(ri.seq, ri.pos, h)[d] = from_float<T>(v[t]);
-  }
-}
-
-template <class Slot>
-__global__ void zero_kv(Slot slot, const RowInfo* rows, int n) {
-  pdl::allow_next();
-  pdl::wait();
-  using T = std::remove_cv_t<std::remove_pointer_t<decltype(slot.key(0, 0, 0))>>;
-  const int per_row = slot.kv_heads * slot.head_dim;
-  const std::int64_t total = static_cast<std::int64_t>(n) * per_row;
-  for (std::int64_t t = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; t < total;
-       t += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const int r = static_cast<int>(t / per_row), c = static_cast<int>(t % per_row);
-    const int h = c / slot.head_dim, d = c % slot.head_dim;
-    const RowInfo ri = rows[r];
-    slot.key(ri.seq, ri.pos, h)[d] = from_float<T>(0.0f);
-    slot.value(ri.seq, ri.pos, h)[d] = from_float<T>(0.0f);
+    slot.key(ri.seq, ri.pos, h)[d] = from_float<T>(k ? k[t] : 0.0f);
+    slot.value(ri.seq, ri.pos, h)[d] = from_float<T>(v ? v[t] : 0.0f);
   }
 }
 
@@ -265,7 +250,8 @@ template <class Slot>
 void zero_kv(const Slot& slot, const RowInfo* rows, int n, cudaStream_t s) {
   const std::int64_t total = static_cast<std::int64_t>(n) * slot.kv_heads * slot.head_dim;
   if (total == 0) return;
-  launch("zero_kv", kernels::zero_kv<Slot>, grid_for(total), 256, 0, s, slot, rows, n);
+  launch("zero_kv", kernels::store_kv<Slot>, grid_for(total), 256, 0, s, static_cast<const float*>(nullptr),
+         static_cast<const float*>(nullptr), slot, rows, n);
 }
 
 }  // namespace lckv::cuda
