@@ -90,19 +90,11 @@ timeout "${BENCH_TIMEOUT:-330}" $build/bin/bench_cuda --benchmark_filter="$filte
   --benchmark_counters_tabular=true >"$out/bench_cuda.log" 2>&1 || log "bench_cuda failed: $(tail -3 "$out/bench_cuda.log")"
 log "benchmarks: $(( $(date +%s) - t0 )) s"
 
-# Where a decode step's time goes (nsys kernel summary), when Nsight Systems is there.
-if [ "${PROFILE:-0}" = 1 ] && command -v nsys >/dev/null; then
-  nsys profile -o "$out/decode_step" --force-overwrite true -t cuda $build/bin/bench_cuda \
-    --benchmark_filter='BM_TinyLlamaDecodeStep/batch:(1|32)/context:1024/lckv:1' >/dev/null 2>&1
-  nsys stats --report cuda_gpu_kern_sum --format csv "$out/decode_step.nsys-rep" 2>/dev/null \
-    | python3 -c "
-import csv, sys
-rows = [r for r in csv.reader(sys.stdin) if len(r) > 8]
-hdr, body = rows[0], rows[1:]
-print('nsys: top kernels of BM_TinyLlamaDecodeStep batch 1 and 32, context 1024, lckv-w2 (share of GPU time, count, avg ns, name)')
-for r in body[:14]: print(f'{r[0]:>6}% {r[2]:>8} {r[3]:>12} {r[-1][:110]}')
-" | tee -a "$out/summary.txt"
-  rm -f "$out"/decode_step.*
+# Where a decode step's time goes: every kernel of one replayed step timed alone under
+# Nsight Compute (profile_step.sh; Nsight Systems is not on the GPU machines).
+if [ "${PROFILE:-0}" = 1 ]; then
+  BIN=$build/bin/bench_cuda bash "$root/bench/cuda/profile_step.sh" "batch:1/context:1024/lckv:1/variant:2" \
+    "batch:32/context:1024/lckv:1/variant:2" | tee -a "$out/summary.txt"
 fi
 
 # Nsight Compute on one decode-attention launch, when ncu is there.

@@ -256,7 +256,7 @@ __global__ void __launch_bounds__(256) gemv(const float* __restrict__ x, GemvTar
       const float sum = result(t);
       float* yo = y + static_cast<std::int64_t>(r0 + r) * out + o;
       if constexpr (ROPE) {
-        using T = std::remove_cv_t<std::remove_pointer_t<decltype(epi.slot.key(0, 0, 0))>>;
+        using KV = std::remove_cv_t<std::remove_pointer_t<decltype(epi.slot.key(0, 0, 0))>>;
         const int D = epi.head_dim, half = D / 2, pairs = TY / 2, i = o % D;
         const RowInfo ri = epi.rows[r0 + r];
         float value = sum;
@@ -267,7 +267,7 @@ __global__ void __launch_bounds__(256) gemv(const float* __restrict__ x, GemvTar
           value = i < half ? sum * cs - partner * sn : sum * cs + partner * sn;
         }
         if (target == 0) *yo = value;
-        else (target == 1 ? epi.slot.key(ri.seq, ri.pos, o / D) : epi.slot.value(ri.seq, ri.pos, o / D))[i] = from_float<T>(value);
+        else (target == 1 ? epi.slot.key(ri.seq, ri.pos, o / D) : epi.slot.value(ri.seq, ri.pos, o / D))[i] = from_float<KV>(value);
       } else if constexpr (GLU) {
         const float u = result(t + TY);
         *yo = sum / (1.0f + expf(-sum)) * u;

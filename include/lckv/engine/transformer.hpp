@@ -279,6 +279,7 @@ private:
     const float theta = config_.attention.sink == 0 ? s.rope_theta : 0.0f;  // StreamingLLM: RoPE at read time
     for (int l = begin; l < end; ++l) {
       const auto& w = weights_.layers[static_cast<std::size_t>(l)];
+      const auto attended = cache.slot(config_.plan.kv_slot(config_.plan.attends_to(l)));
       if (config_.plan.computes_kv(l)) {
         auto k = view(k_, n, s.kv_dim());
         auto v = view(v_, n, s.kv_dim());
@@ -289,11 +290,10 @@ private:
       } else {
         const steps::Projection<WeightT> q_only[] = {{w.q_proj, q}};
         steps::attention_input(backend_, x, w.input_layernorm, s.rms_norm_eps, xn,
-                               std::span<const steps::Projection<WeightT>>(q_only), s.num_heads,
-                               cache.slot(config_.plan.kv_slot(config_.plan.attends_to(l))), rows, theta);
+                               std::span<const steps::Projection<WeightT>>(q_only), s.num_heads, attended, rows,
+                               theta);
       }
-      backend_.attention(q, cache.slot(config_.plan.kv_slot(config_.plan.attends_to(l))), rows, mask(l), s.num_heads,
-                         attn);
+      backend_.attention(q, attended, rows, mask(l), s.num_heads, attn);
       backend_.linear(attn, w.o_proj, x, /*accumulate=*/true);
       steps::norm_gate_up_swiglu(backend_, x, w.post_attention_layernorm, s.rms_norm_eps, xn, w.gate_proj, w.up_proj,
                                  gate, up);
