@@ -161,7 +161,7 @@ RopeStoreResult rope_store_kv(const std::vector<float>& q, int heads, const std:
 RopeStoreResult attention_input(const std::vector<float>& x, const std::vector<RowInfo>& rows, int in,
                                 const std::vector<float>& norm, const std::vector<float>& wq,
                                 const std::vector<float>& wk, const std::vector<float>& wv, int heads, int kv_heads,
-                                int head_dim, float theta, DType wt, int max_len, bool fused) {
+                                int head_dim, float theta, DType wt, int max_len, bool fused, bool packed) {
   return with_type(wt, [&](auto tag) {
     using W = decltype(tag);
     cuda::CudaBackend<W> backend;
@@ -172,16 +172,46 @@ RopeStoreResult attention_input(const std::vector<float>& x, const std::vector<R
     auto dx = to_device(x);
     auto dr = to_device(rows);
     auto dn = converted<W>(norm);
-    auto dwq = converted<W>(wq), dwk = converted<W>(wk), dwv = converted<W>(wv);
+    // packed: the three matrices back to back in one allocation (as DeviceWeights lays them out).
+    std::vector<float> stacked = wq;
+    if (packed) {
+      stacked.insert(stacked.end(), wk.begin(), wk.end());
+      stacked.insert(stacked.end(), wv.begin(), wv.end());
+    }
+    auto dwq = converted<W>(stacked), dwk = converted<W>(packed ? std::vector<float>{} : wk),
+         dwv = converted<W>(packed ? std::vector<float>{} : wv);
+    const W* pk = packed ? dwq.data() + wq.size() : dwk.data();
+    const W* pv = packed ? pk + wk.size() : dwv.data();
     auto xn = poisoned(x.size());
     auto q = poisoned(static_cast<std::size_t>(n) * qc), k = poisoned(static_cast<std::size_t>(n) * kc),
          v = poisoned(static_cast<std::size_t>(n) * kc);
-    const steps::Projection<W> qkv[] = {{dwq.data(), mat(q, n, qc)}, {dwk.data(), mat(k, n, kc)}, {dwv.data(), mat(v, n, kc)}};
+    const steps::Projection<W> qkv[] = {{dwq.data(), mat(q, n, qc)}, {pk, mat(k, n, kc)}, {pv, mat(v, n, kc)}};
     const std::size_t count = wk.empty() ? 1 : 3;
     steps::attention_input(backend, cmat(dx, n, in), dn.data(), 1e-5f, mat(xn, n, in),
                            std::span<const steps::Projection<W>>(qkv, count), heads, cache.slot(0), dr.data(), theta);
     backend.synchronize();
     return stored_kv(cache.slot(0), rows, to_host(q));
+  });
+}
+
+std::vector<float> mlp(const std::vector<float>& x, int rows, int in, const std::vector<float>& norm,
+                       const std::vector<float>& wg, const std::vector<float>& wu, const std::vector<float>& wd, int inter,
+                       DType wt, bool fused, bool packed) {
+  return with_type(wt, [&](auto tag) {
+    using W = decltype(tag);
+    cuda::CudaBackend<W> backend;
+    backend.set_fusion(fused);
+    std::vector<float> stacked = wg;
+    if (packed) stacked.insert(stacked.end(), wu.begin(), wu.end());
+    auto dg = converted<W>(stacked), du = converted<W>(packed ? std::vector<float>{} : wu), dd = converted<W>(wd);
+    auto dn = converted<W>(norm);
+    auto dx = to_device(x);
+    auto xn = poisoned(x.size());
+    auto gate = poisoned(static_cast<std::size_t>(rows) * inter), up = poisoned(static_cast<std::size_t>(rows) * inter);
+    steps::mlp(backend, mat(dx, rows, in), dn.data(), 1e-5f, mat(xn, rows, in), dg.data(),
+               packed ? dg.data() + wg.size() : du.data(), dd.data(), mat(gate, rows, inter), mat(up, rows, inter));
+    backend.synchronize();
+    return to_host(dx);
   });
 }
 

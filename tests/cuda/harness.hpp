@@ -62,7 +62,8 @@ struct RopeStoreResult {
 RopeStoreResult rope_store_kv(const std::vector<float>& q, int heads, const std::vector<float>& k,
                               const std::vector<float>& v, int kv_heads, int head_dim, const std::vector<RowInfo>& rows,
                               float theta, DType kv, int max_len);
-/// steps::attention_input through CudaBackend (one GEMV launch when `fused` and rows <= 8):
+/// steps::attention_input through CudaBackend (one GEMV launch when `fused` and rows <= 8; with
+/// `packed` q / k / v lie back to back in one allocation, so 9-256 rows take one GEMM):
 /// x [rows, in] normalised by `norm` (eps 1e-5), projected by wq ([heads * head_dim, in]) and,
 /// unless wk is empty, wk and wv ([kv_heads * head_dim, in]); RoPE at each row's pos (theta > 0);
 /// K and V into a fresh NaN-poisoned contiguous cache of the weight type (max_len positions per
@@ -70,7 +71,12 @@ RopeStoreResult rope_store_kv(const std::vector<float>& q, int heads, const std:
 RopeStoreResult attention_input(const std::vector<float>& x, const std::vector<RowInfo>& rows, int in,
                                 const std::vector<float>& norm, const std::vector<float>& wq,
                                 const std::vector<float>& wk, const std::vector<float>& wv, int heads, int kv_heads,
-                                int head_dim, float theta, DType wt, int max_len, bool fused);
+                                int head_dim, float theta, DType wt, int max_len, bool fused, bool packed);
+/// x + steps::mlp through CudaBackend: x [rows, in] normalised by `norm` (eps 1e-5), gate / up
+/// ([inter, in], back to back in one allocation when `packed`), SwiGLU, down ([in, inter]).
+std::vector<float> mlp(const std::vector<float>& x, int rows, int in, const std::vector<float>& norm,
+                       const std::vector<float>& wg, const std::vector<float>& wu, const std::vector<float>& wd, int inter,
+                       DType wt, bool fused, bool packed);
 std::vector<float> rope(const std::vector<float>& x, int cols, int heads, int head_dim, const std::vector<RowInfo>& rows,
                         float theta);
 std::vector<float> swiglu(const std::vector<float>& gate, const std::vector<float>& up);

@@ -94,7 +94,7 @@ TEST_CASE("error messages name the call and the error" * doctest::skip(!gpu())) 
 TEST_CASE("embed, rmsnorm, linear vs CPU" * doctest::skip(!gpu())) {
   for (DType t : {DType::F32, DType::BF16, DType::F16}) {
     const std::string dtype_name = cudatest::name(t);
-      CAPTURE(dtype_name);
+    CAPTURE(dtype_name);
     Rng rng(fresh_seed());
     const int vocab = 97, hidden = 320, rows = 7, out = 200;
     const auto table = rounded(t, randn(static_cast<std::size_t>(vocab) * hidden, rng));
@@ -104,11 +104,16 @@ TEST_CASE("embed, rmsnorm, linear vs CPU" * doctest::skip(!gpu())) {
     cpu::embed(tokens.data(), table.data(), {want.data(), rows, hidden});
     CHECK(rel_error(cudatest::embed(tokens, table, hidden, t), want, "embed") <= tol(t));
 
-    const auto x = randn(static_cast<std::size_t>(rows) * hidden, rng, 3.0f);
-    const auto w = rounded(t, randn(hidden, rng));
-    std::vector<float> norm(x.size());
-    cpu::rmsnorm({x.data(), rows, hidden}, w.data(), 1e-5f, {norm.data(), rows, hidden});
-    CHECK(rel_error(cudatest::rmsnorm(x, rows, hidden, w, 1e-5f, t), norm, "rmsnorm") <= tol(t));
+    // rmsnorm widths: kept in registers (320), read one by one (322: not a multiple of 4), and
+    // past the registers' 2048 (2052).
+    for (int cols : {320, 322, 2052}) {
+      CAPTURE(cols);
+      const auto x = randn(static_cast<std::size_t>(rows) * cols, rng, 3.0f);
+      const auto w = rounded(t, randn(static_cast<std::size_t>(cols), rng));
+      std::vector<float> norm(x.size());
+      cpu::rmsnorm({x.data(), rows, cols}, w.data(), 1e-5f, {norm.data(), rows, cols});
+      CHECK(rel_error(cudatest::rmsnorm(x, rows, cols, w, 1e-5f, t), norm, "rmsnorm") <= tol(t));
+    }
 
     const auto W = rounded(t, randn(static_cast<std::size_t>(out) * hidden, rng, 0.05f));
     for (int m : {1, 7, 40}) {  // <= 8 rows: the GEMV kernel (fp32 x); more: cuBLAS (x rounded to the weight type)
@@ -267,15 +272,16 @@ TEST_CASE("rope_store_kv (RoPE of q and k, K/V into the cache in one launch) vs 
       }
 }
 
-TEST_CASE("attention_input (RMSNorm, q/k/v, RoPE, K/V into the cache in one GEMV launch) vs CPU" *
+TEST_CASE("attention_input (RMSNorm, q/k/v, RoPE, K/V into the cache: one GEMV, or one packed GEMM) vs CPU" *
           doctest::skip(!gpu())) {
-  // 1-8 rows take the fused GEMV (outputs in rotation pairs), 13 rows rmsnorm + cuBLAS + rope_store_kv;
-  // both with fusion on and off. q-only layers (no k / v projections) store nothing.
+  // 1-8 rows take the fused GEMV (outputs in rotation pairs); 13 and 40 rows rmsnorm + cuBLAS +
+  // rope_store_kv, as one GEMM over the stacked weights when they are packed. Fusion on and off.
+  // q-only layers (no k / v projections) store nothing.
   for (DType t : {DType::F32, DType::BF16})
     for (int head_dim : {64, 128})
       for (float theta : {10000.0f, 0.0f})
         for (bool computes_kv : {true, false})
-          for (int m : {1, 3, 8, 13}) {
+          for (int m : {1, 3, 8, 13, 40}) {
             const std::string dtype_name = cudatest::name(t);
             CAPTURE(dtype_name);
             CAPTURE(head_dim);
@@ -285,7 +291,8 @@ TEST_CASE("attention_input (RMSNorm, q/k/v, RoPE, K/V into the cache in one GEMV
             Rng rng(fresh_seed());
             const int heads = 4, kv_heads = 2, in = 264, max_len = 500, qc = heads * head_dim, kc = kv_heads * head_dim;
             std::vector<RowInfo> rows;
-            for (int r = 0; r < m; ++r) rows.push_back({r % 3, static_cast<int>(rng.below(max_len / 8)) * 8 + r / 3});  // distinct per sequence
+            for (int r = 0; r < m; ++r)  // distinct positions per sequence (r / 3 < 64)
+              rows.push_back({r % 3, static_cast<int>(rng.below(max_len / 2)) / 64 * 64 + r / 3});
             const auto x = randn(static_cast<std::size_t>(m) * in, rng, 2.0f);
             const auto norm = rounded(t, randn(static_cast<std::size_t>(in), rng, 0.3f));
             const auto wq = rounded(t, randn(static_cast<std::size_t>(qc) * in, rng, 0.05f));
@@ -301,10 +308,12 @@ TEST_CASE("attention_input (RMSNorm, q/k/v, RoPE, K/V into the cache in one GEMV
             };
             auto q_want = project(wq, qc);
             if (theta > 0.0f) cpu::rope({q_want.data(), m, qc}, heads, head_dim, rows.data(), theta);
-            for (bool fused : {true, false}) {
+            for (int variant = 0; variant < 4; ++variant) {
+              const bool fused = variant % 2 == 0, packed = variant >= 2;
               CAPTURE(fused);
+              CAPTURE(packed);
               const auto got = cudatest::attention_input(x, rows, in, norm, wq, wk, wv, heads, kv_heads, head_dim, theta, t,
-                                                         max_len, fused);
+                                                         max_len, fused, packed);
               CHECK(rel_error(got.q, q_want, "attention_input q") <= tol(t));
               if (computes_kv) {
                 auto k_want = project(wk, kc);
@@ -316,6 +325,49 @@ TEST_CASE("attention_input (RMSNorm, q/k/v, RoPE, K/V into the cache in one GEMV
               }
             }
           }
+}
+
+TEST_CASE("mlp (RMSNorm, gate/up, SwiGLU, down + residual; packed gate/up as one GEMM) vs CPU" * doctest::skip(!gpu())) {
+  // 1-8 rows: the fused gate/up GEMV, then the down GEMV on fp32 input. 13-40 rows: cuBLAS on
+  // inputs rounded to the weight type, gate / up as one GEMM when packed; 300 rows: above the
+  // packed bound. Fusion on and off.
+  const int shapes[][2] = {{264, 1000}, {136, 520}};
+  for (DType t : {DType::F32, DType::BF16}) {
+    const std::string dtype_name = cudatest::name(t);
+    CAPTURE(dtype_name);
+    Rng rng(fresh_seed());
+    for (const auto& sh : shapes) {
+      const int in = sh[0], inter = sh[1];
+      CAPTURE(in);
+      CAPTURE(inter);
+      const auto norm = rounded(t, randn(static_cast<std::size_t>(in), rng, 0.3f));
+      const auto wg = rounded(t, randn(static_cast<std::size_t>(inter) * in, rng, 0.05f));
+      const auto wu = rounded(t, randn(static_cast<std::size_t>(inter) * in, rng, 0.05f));
+      const auto wd = rounded(t, randn(static_cast<std::size_t>(in) * inter, rng, 0.05f));
+      for (int m : {1, 5, 8, 13, 40, 300}) {
+        CAPTURE(m);
+        const auto x = randn(static_cast<std::size_t>(m) * in, rng, 1.0f);
+        const bool cublas = m > 8 && t != DType::F32;  // cuBLAS takes its inputs in the weight type
+        std::vector<float> xn(x.size()), g(static_cast<std::size_t>(m) * inter), u(g.size());
+        cpu::rmsnorm({x.data(), m, in}, norm.data(), 1e-5f, {xn.data(), m, in});
+        if (cublas) xn = rounded(t, xn);
+        cpu::linear({xn.data(), m, in}, wg.data(), {g.data(), m, inter});
+        cpu::linear({xn.data(), m, in}, wu.data(), {u.data(), m, inter});
+        cpu::swiglu({g.data(), m, inter}, {u.data(), m, inter});
+        if (cublas) g = rounded(t, g);
+        std::vector<float> want(x.size());  // the MLP's part of x: compared without the residual, which would hide it
+        cpu::linear({g.data(), m, inter}, wd.data(), {want.data(), m, in});
+        for (int variant = 0; variant < 4; ++variant) {
+          const bool fused = variant % 2 == 0, packed = variant >= 2;
+          CAPTURE(fused);
+          CAPTURE(packed);
+          auto got = cudatest::mlp(x, m, in, norm, wg, wu, wd, inter, t, fused, packed);
+          for (std::size_t i = 0; i < got.size(); ++i) got[i] -= x[i];
+          CHECK(rel_error(got, want, "mlp") <= tol(t));
+        }
+      }
+    }
+  }
 }
 
 TEST_CASE("skinny tensor-core GEMM (9-128 rows, split-K, GLU) vs CPU" * doctest::skip(!gpu())) {

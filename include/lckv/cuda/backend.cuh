@@ -137,13 +137,38 @@ public:
     cuda::rope_store_kv(q, heads, k, v, slot, rows, theta, stream());
     return true;
   }
-  /// steps::attention_input in one GEMV launch at decode row counts (RMSNorm, q / k / v,
-  /// RoPE, K/V into the slot); false (nothing done) at other row counts or with fusion off.
+  /// steps::attention_input: at 1-8 rows one GEMV launch (RMSNorm, q / k / v, RoPE, K/V
+  /// into the slot); at larger decode batches with q / k / v back to back in memory,
+  /// RMSNorm, one GEMM over the stacked weights and one RoPE + store launch. False
+  /// (nothing done) elsewhere or with fusion off.
   template <class Slot>
-  bool attention_input(MatrixView<const float> x, const W* norm, float eps, std::span<const steps::Projection<W>> qkv,
-                       int /*heads: q's columns over head_dim*/, const Slot& slot, const RowInfo* rows, float theta) const {
-    if (!ctx_->gemm.template fuses<W>(x.rows, x.cols) || (qkv.size() != 1 && qkv.size() != 3)) return false;
-    ctx_->gemm.norm_project(x, norm, eps, qkv, GemvRopeStore<Slot>{rows, theta, slot.head_dim, slot});
+  bool attention_input(MatrixView<const float> x, const W* norm, float eps, MatrixView<float> xn,
+                       std::span<const steps::Projection<W>> qkv, int heads, const Slot& slot, const RowInfo* rows,
+                       float theta) const {
+    Gemm& g = ctx_->gemm;
+    if (g.template fuses<W>(x.rows, x.cols) && (qkv.size() == 1 || qkv.size() == 3)) {
+      g.norm_project(x, norm, eps, qkv, GemvRopeStore<Slot>{rows, theta, slot.head_dim, slot});
+      return true;
+    }
+    if (qkv.size() != 3 || !g.packs(x.rows, x.cols, qkv)) return false;
+    reserve_packed(x, qkv[0].out.cols + qkv[1].out.cols + qkv[2].out.cols);
+    const auto packed = g.packed_project(x, norm, eps, xn, qkv);
+    cuda::rope_store_kv_packed(packed, qkv[0].out, heads, slot, rows, theta, stream());
+    return true;
+  }
+  /// steps::mlp at decode batches above 8 rows with gate / up back to back in memory:
+  /// RMSNorm, one GEMM over [Wg; Wu], SwiGLU straight into the down projection's
+  /// input, the down GEMM adding into x. False (nothing done) elsewhere.
+  bool mlp(MatrixView<float> x, const W* norm, float eps, MatrixView<float> xn, const W* wg, const W* wu, const W* wd,
+           MatrixView<float> gate) const {
+    Gemm& g = ctx_->gemm;
+    const steps::Projection<W> both[] = {{wg, gate}, {wu, gate}};
+    const std::span<const steps::Projection<W>> gate_up(both);
+    if (!g.packs(x.rows, x.cols, gate_up)) return false;
+    reserve_packed(x, 2 * gate.cols);
+    if constexpr (!std::is_same_v<W, float>)
+      if (!ctx_->capturing) g.reserve_activation(static_cast<std::size_t>(x.rows) * gate.cols);
+    g.swiglu_down(g.packed_project(x, norm, eps, xn, gate_up), wd, gate, x);
     return true;
   }
   void rope(MatrixView<float> x, int heads, int head_dim, const RowInfo* rows, float theta) const {
@@ -207,6 +232,7 @@ public:
     key.push_back(reinterpret_cast<std::int64_t>(ctx_->attn_ws.data()));
     key.push_back(static_cast<std::int64_t>(ctx_->attn_ws.size()));
     key.push_back(reinterpret_cast<std::int64_t>(ctx_->gemm.activation_data()));
+    key.push_back(reinterpret_cast<std::int64_t>(ctx_->gemm.packed_data()));
     key.push_back(ctx_->key_bucket);
     key.push_back(ctx_->gemm.fusion() ? 1 : 0);
     key.push_back(ctx_->gemm.skinny() ? 1 : 0);
@@ -222,6 +248,13 @@ public:
   }
 
 private:
+  /// Room for a packed GEMM over x with `cols` outputs (and for x's 16-bit copy); outside capture only.
+  void reserve_packed(MatrixView<const float> x, int cols) const {
+    if (ctx_->capturing) return;
+    ctx_->gemm.reserve_packed(static_cast<std::size_t>(x.rows) * cols);
+    if constexpr (!std::is_same_v<W, float>) ctx_->gemm.reserve_activation(static_cast<std::size_t>(x.size()));
+  }
+
   struct Context {
     explicit Context(CudaBackendOptions o) : options(o), gemm(stream.get()) {
       int dev = 0;

@@ -7,7 +7,9 @@
 /// when switched on, the skinny tensor-core GEMM of gemm_tc.cuh for lm_head), where
 /// `accumulate` rides in the epilogue (beta = 1) so the residual stream costs no
 /// extra pass, and 16-bit weights take x rounded to their type first (cuBLAS
-/// takes A and B of one type). The fp32 path never uses TF32.
+/// takes A and B of one type). Projections of one input whose weights lie back
+/// to back (q / k / v, gate / up) run as one GEMM at decode batches. The fp32
+/// path never uses TF32.
 
 #include <cublas_v2.h>
 
@@ -26,8 +28,6 @@
 
 namespace lckv::cuda {
 
-
-
 /// y (+)= x W^T for every row count: kernels::gemv up to kGemvRows rows
 /// (weight streaming, optional RMSNorm of x and several matrices per launch),
 /// cuBLAS above. Owns a cuBLAS handle bound to one stream, with a fixed
@@ -35,6 +35,7 @@ namespace lckv::cuda {
 class Gemm {
 public:
   static constexpr int kGemvRows = 8;
+  static constexpr int kPackedRows = 256;  ///< packs() bound: decode batches, not prefill
 
   explicit Gemm(cudaStream_t stream, std::size_t workspace_bytes = 32u << 20)
       : num_sms_(device_sms()), stream_(stream), workspace_(workspace_bytes), skinny_(num_sms_) {
@@ -52,6 +53,10 @@ public:
   /// Makes room for the 16-bit copy of an activation of n elements (call outside graph capture).
   void reserve_activation(std::size_t n_elems) {
     if (n_elems * 2 > act_.bytes()) act_ = DeviceBuffer<unsigned char>(n_elems * 2);
+  }
+  /// Makes room for a packed GEMM's fp32 output of n elements (call outside graph capture).
+  void reserve_packed(std::size_t n_elems) {
+    if (n_elems > packed_.size()) packed_ = DeviceBuffer<float>(n_elems);
   }
 
   /// Whether the fused launches (norm + projections, gate/up/SwiGLU) are used where they apply.
@@ -73,6 +78,61 @@ public:
   template <StorageType W>
   bool fuses(int rows, int in) const {
     return fusion_ && gemv_fits<W>(rows, in);
+  }
+
+  /// Whether projections sharing an input run as one GEMM over their stacked weights
+  /// (packed_project): fusion on, cuBLAS row counts up to kPackedRows (decode batches:
+  /// the packed output is scratch), and each weight right after the previous one in
+  /// memory, as DeviceWeights lays out q / k / v and gate / up.
+  template <StorageType W>
+  bool packs(int rows, int in, std::span<const steps::Projection<W>> projections) const {
+    if (!fusion_ || rows <= kGemvRows || rows > kPackedRows || projections.size() < 2) return false;
+    for (std::size_t s = 1; s < projections.size(); ++s)
+      if (projections[s].weight != projections[s - 1].weight + static_cast<std::int64_t>(projections[s - 1].out.cols) * in)
+        return false;
+    return true;
+  }
+
+  /// RMSNorm(x; norm, eps) [W_0; W_1; ...]^T as one GEMM (packs() must hold): the
+  /// norm writes the GEMM's input (16-bit W: rounded, in the activation scratch;
+  /// fp32: into xn). Returns the output [rows, sum of outs] in the packed scratch,
+  /// valid until the next packed call. x, xn: [rows, in].
+  template <StorageType W>
+  MatrixView<const float> packed_project(MatrixView<const float> x, const W* norm, float eps, MatrixView<float> xn,
+                                         std::span<const steps::Projection<W>> projections) {
+    int total = 0;
+    for (const auto& p : projections) total += p.out.cols;
+    const std::int64_t n = static_cast<std::int64_t>(x.rows) * total;
+    if (static_cast<std::size_t>(n) > packed_.size())
+      throw CudaError("gemm: packed scratch of " + std::to_string(packed_.size()) + " floats is too small for " +
+                      std::to_string(n) + "; call reserve_packed first");
+    const void* b = xn.data;
+    if constexpr (std::is_same_v<W, float>) {
+      rmsnorm(x, norm, eps, xn, stream_);
+    } else {
+      W* a = activation<W>(x.size());
+      rmsnorm_into(x, norm, eps, a, stream_);
+      b = a;
+    }
+    const MatrixView<float> y{packed_.data(), x.rows, total};
+    cublas_linear(b, x.rows, x.cols, projections[0].weight, y, false);
+    return y;
+  }
+
+  /// y += SwiGLU(gate_up) Wd^T: gate_up = [rows, 2 * inter] from packed_project
+  /// (gate, then up); the SwiGLU writes the down projection's input directly (16-bit
+  /// Wd: rounded, in the activation scratch; fp32: into `scratch`, [rows, inter]).
+  template <StorageType W>
+  void swiglu_down(MatrixView<const float> gate_up, const W* wd, MatrixView<float> scratch, MatrixView<float> y) {
+    const int inter = gate_up.cols / 2;
+    if constexpr (std::is_same_v<W, float>) {
+      swiglu_packed(gate_up, scratch.data, stream_);
+      cublas_linear(scratch.data, gate_up.rows, inter, wd, y, true);
+    } else {
+      W* a = activation<W>(static_cast<std::int64_t>(gate_up.rows) * inter);
+      swiglu_packed(gate_up, a, stream_);
+      cublas_linear(a, gate_up.rows, inter, wd, y, true);
+    }
   }
 
   /// y (+)= x W^T. x: [rows, in]; w: [out, in]; y: [rows, out].
@@ -176,6 +236,7 @@ public:
 
   cublasHandle_t handle() const { return handle_; }
   const void* activation_data() const { return act_.data(); }
+  const void* packed_data() const { return packed_.data(); }
 
 private:
   /// x as cuBLAS takes it next to W: rounded to W's type in the activation scratch (16-bit W), else x itself.
@@ -227,6 +288,7 @@ private:
   cudaStream_t stream_ = nullptr;
   DeviceBuffer<unsigned char> workspace_;
   DeviceBuffer<unsigned char> act_;
+  DeviceBuffer<float> packed_;
   SkinnyWorkspace skinny_;
 };
 

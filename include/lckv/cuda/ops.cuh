@@ -30,8 +30,12 @@ __global__ void embed(const int* tokens, const W* table, float* out, int cols) {
   for (int c = threadIdx.x; c < cols; c += blockDim.x) dst[c] = to_float(src[c]);
 }
 
-/// out = RMSNorm(x) rounded to O (fp32, or a GEMM's 16-bit input).
-template <int Threads, class W, class O>
+/// out = RMSNorm(x) rounded to O (fp32, or a GEMM's 16-bit input). One block per
+/// row (CUB block reduction); with cols % 4 == 0 each thread's first Chunks
+/// 16-byte pieces stay in registers between the sum of squares and the scaling,
+/// so a row of up to 4 * Chunks * Threads floats is read once (the rest, or a
+/// row of other widths, is read twice). x: [rows, cols].
+template <int Threads, int Chunks, class W, class O>
 __global__ void __launch_bounds__(Threads) rmsnorm(const float* x, const W* w, float eps, O* out, int cols) {
   pdl::allow_next();
   pdl::wait();
@@ -40,12 +44,32 @@ __global__ void __launch_bounds__(Threads) rmsnorm(const float* x, const W* w, f
   __shared__ float inv;
   const float* in = x + static_cast<std::int64_t>(blockIdx.x) * cols;
   O* o = out + static_cast<std::int64_t>(blockIdx.x) * cols;
+  const bool vec = cols % 4 == 0 && reinterpret_cast<std::uintptr_t>(x) % 16 == 0;
+  const int n4 = vec ? cols / 4 : 0;
+  const float4* in4 = reinterpret_cast<const float4*>(in);
+  float4 kept[Chunks];
   float ss = 0.0f;
-  for (int c = threadIdx.x; c < cols; c += Threads) ss += in[c] * in[c];
+#pragma unroll
+  for (int k = 0; k < Chunks; ++k) {
+    const int c4 = threadIdx.x + k * Threads;
+    kept[k] = c4 < n4 ? in4[c4] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    ss += kept[k].x * kept[k].x + kept[k].y * kept[k].y + kept[k].z * kept[k].z + kept[k].w * kept[k].w;
+  }
+  const int rest = 4 * min(n4, Chunks * Threads);  // elements from here on are read one by one (twice)
+  for (int c = rest + threadIdx.x; c < cols; c += Threads) ss += in[c] * in[c];
   const float total = Reduce(tmp).Sum(ss);
   if (threadIdx.x == 0) inv = 1.0f / sqrtf(total / static_cast<float>(cols) + eps);
   __syncthreads();
-  for (int c = threadIdx.x; c < cols; c += Threads) o[c] = from_float<O>(to_float(w[c]) * (in[c] * inv));
+  const float r = inv;
+#pragma unroll
+  for (int k = 0; k < Chunks; ++k) {
+    const int c = 4 * (threadIdx.x + k * Threads);
+    if (c < 4 * n4) {
+      const float v[4] = {kept[k].x, kept[k].y, kept[k].z, kept[k].w};
+      for (int j = 0; j < 4; ++j) o[c + j] = from_float<O>(to_float(w[c + j]) * (v[j] * r));
+    }
+  }
+  for (int c = rest + threadIdx.x; c < cols; c += Threads) o[c] = from_float<O>(to_float(w[c]) * (in[c] * r));
 }
 
 /// sin and cos of RoPE's angle for pair i of a head at position pos. The CPU
@@ -77,12 +101,13 @@ __global__ void rope(float* x, int cols, int heads, int head_dim, const RowInfo*
   }
 }
 
-/// One thread per rotation pair of q's heads and k's heads: q rotated in
-/// place, k rotated on its way into the slot, v copied next to it. theta == 0
+/// One thread per rotation pair of q's heads and k's heads: q rotated from q_in
+/// (row stride q_ld) into q_out ([n, heads * D]; may be q_in), k rotated on its
+/// way into the slot, v copied next to it (k, v: row stride kv_ld). theta == 0
 /// stores without rotating (StreamingLLM rotates at read time).
 template <class Slot>
-__global__ void rope_store_kv(float* q, int heads, const float* k, const float* v, Slot slot, const RowInfo* rows,
-                              float theta, int n) {
+__global__ void rope_store_kv(const float* q_in, int q_ld, float* q_out, int heads, const float* k, const float* v,
+                              int kv_ld, Slot slot, const RowInfo* rows, float theta, int n) {
   pdl::allow_next();
   pdl::wait();
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(slot.key(0, 0, 0))>>;
@@ -97,16 +122,20 @@ __global__ void rope_store_kv(float* q, int heads, const float* k, const float* 
     float s = 0.0f, c = 1.0f;
     if (theta > 0.0f) rope_sin_cos(ri.pos, i, D, theta, &s, &c);
     if (h < heads) {
+      const float* x = q_in + static_cast<std::int64_t>(r) * q_ld + h * D;
+      float* y = q_out + (static_cast<std::int64_t>(r) * heads + h) * D;
+      const float a = x[i], b = x[i + half];
       if (theta > 0.0f) {
-        float* x = q + (static_cast<std::int64_t>(r) * heads + h) * D;
-        const float a = x[i], b = x[i + half];
-        x[i] = a * c - b * s;
-        x[i + half] = b * c + a * s;
+        y[i] = a * c - b * s;
+        y[i + half] = b * c + a * s;
+      } else if (y != x) {
+        y[i] = a;
+        y[i + half] = b;
       }
       continue;
     }
     const int kh = h - heads;
-    const std::int64_t at = (static_cast<std::int64_t>(r) * slot.kv_heads + kh) * D;
+    const std::int64_t at = static_cast<std::int64_t>(r) * kv_ld + kh * D;
     const float a = k[at + i], b = k[at + i + half];
     T* key = slot.key(ri.seq, ri.pos, kh);
     T* value = slot.value(ri.seq, ri.pos, kh);
@@ -117,14 +146,18 @@ __global__ void rope_store_kv(float* q, int heads, const float* k, const float* 
   }
 }
 
-template <int = 0>
-__global__ void swiglu(float* gate, const float* up, std::int64_t n) {
+/// out = silu(gate) * up over [n, cols], each operand with its own row stride;
+/// out may be gate (in place) or the 16-bit input of the next GEMM.
+template <class O>
+__global__ void swiglu(const float* gate, int gate_ld, const float* up, int up_ld, O* out, int out_ld, int cols,
+                       std::int64_t n) {
   pdl::allow_next();
   pdl::wait();
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const float g = gate[i];
-    gate[i] = g / (1.0f + expf(-g)) * up[i];
+    const std::int64_t r = i / cols, c = i % cols;
+    const float g = gate[r * gate_ld + c];
+    out[r * out_ld + c] = from_float<O>(g / (1.0f + expf(-g)) * up[r * up_ld + c]);
   }
 }
 
@@ -185,7 +218,7 @@ void embed(const int* tokens, const W* table, MatrixView<float> out, cudaStream_
 template <class W, class O>
 void rmsnorm_into(MatrixView<const float> x, const W* w, float eps, O* out, cudaStream_t s) {
   if (x.rows == 0) return;
-  launch("rmsnorm", kernels::rmsnorm<256, W, O>, x.rows, 256, 0, s, x.data, w, eps, out, x.cols);
+  launch("rmsnorm", kernels::rmsnorm<256, 2, W, O>, x.rows, 256, 0, s, x.data, w, eps, out, x.cols);
 }
 template <class W>
 void rmsnorm(MatrixView<const float> x, const W* w, float eps, MatrixView<float> out, cudaStream_t s) {
@@ -202,7 +235,19 @@ inline void rope(MatrixView<float> x, int heads, int head_dim, const RowInfo* ro
 /// gate = silu(gate) * up. gate, up: [rows, intermediate].
 inline void swiglu(MatrixView<float> gate, MatrixView<const float> up, cudaStream_t s) {
   if (gate.size() == 0) return;
-  launch("swiglu", kernels::swiglu<0>, grid_for(gate.size()), 256, 0, s, gate.data, up.data, gate.size());
+  launch("swiglu", kernels::swiglu<float>, grid_for(gate.size()), 256, 0, s, gate.data, gate.cols, up.data, up.cols,
+         gate.data, gate.cols, gate.cols, gate.size());
+}
+
+/// out = silu(gate) * up from one GEMM's output gate_up = [rows, 2 * cols] (gate
+/// in the first cols columns, up in the next), rounded to O. out: [rows, cols] of O.
+template <class O>
+void swiglu_packed(MatrixView<const float> gate_up, O* out, cudaStream_t s) {
+  const int cols = gate_up.cols / 2;
+  const std::int64_t n = static_cast<std::int64_t>(gate_up.rows) * cols;
+  if (n == 0) return;
+  launch("swiglu", kernels::swiglu<O>, grid_for(n), 256, 0, s, gate_up.data, gate_up.cols, gate_up.data + cols,
+         gate_up.cols, out, cols, cols, n);
 }
 
 /// dst = src (same shape).
@@ -241,8 +286,20 @@ void rope_store_kv(MatrixView<float> q, int heads, MatrixView<const float> k, Ma
                    const RowInfo* rows, float theta, cudaStream_t s) {
   const std::int64_t n = static_cast<std::int64_t>(q.rows) * (heads + slot.kv_heads) * (slot.head_dim / 2);
   if (n == 0) return;
-  launch("rope_store_kv", kernels::rope_store_kv<Slot>, grid_for(n), 256, 0, s, q.data, heads, k.data, v.data, slot, rows,
-         theta, q.rows);
+  launch("rope_store_kv", kernels::rope_store_kv<Slot>, grid_for(n), 256, 0, s, q.data, q.cols, q.data, heads, k.data,
+         v.data, k.cols, slot, rows, theta, q.rows);
+}
+
+/// rope_store_kv from one GEMM's output qkv = [rows, heads * head_dim + 2 * kv_heads * head_dim]
+/// (q, k, v side by side): q rotated into q_out ([rows, heads * head_dim]), k and v into the slot.
+template <class Slot>
+void rope_store_kv_packed(MatrixView<const float> qkv, MatrixView<float> q_out, int heads, const Slot& slot,
+                          const RowInfo* rows, float theta, cudaStream_t s) {
+  const std::int64_t n = static_cast<std::int64_t>(qkv.rows) * (heads + slot.kv_heads) * (slot.head_dim / 2);
+  if (n == 0) return;
+  const float* k = qkv.data + q_out.cols;
+  launch("rope_store_kv", kernels::rope_store_kv<Slot>, grid_for(n), 256, 0, s, qkv.data, qkv.cols, q_out.data, heads, k,
+         k + slot.kv_heads * slot.head_dim, qkv.cols, slot, rows, theta, qkv.rows);
 }
 
 /// Zeroes the slot's keys and values at the given n rows.

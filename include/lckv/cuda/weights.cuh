@@ -1,8 +1,9 @@
 #pragma once
 /// \file weights.cuh
 /// Model weights on the device in fp32, bf16 or fp16: one allocation holding
-/// every tensor of a HostWeights, converted on upload, handed out as the same
-/// WeightsView<T> the model takes.
+/// every tensor of a HostWeights in its order (q / k / v and gate / up back to
+/// back, which Gemm::packs looks for), converted on upload, handed out as the
+/// same WeightsView<T> the model takes.
 ///
 /// \code
 ///   auto host = lckv::HostWeights::random(config, 1);

@@ -75,8 +75,8 @@ template <class Backend, class W, class Slot>
 void attention_input(Backend& b, MatrixView<const float> x, const W* norm, float eps, MatrixView<float> xn,
                      std::span<const Projection<std::type_identity_t<W>>> qkv, int heads, const Slot& slot,
                      const RowInfo* rows, float theta) {
-  if constexpr (requires { { b.attention_input(x, norm, eps, qkv, heads, slot, rows, theta) } -> std::same_as<bool>; })
-    if (b.attention_input(x, norm, eps, qkv, heads, slot, rows, theta)) return;
+  if constexpr (requires { { b.attention_input(x, norm, eps, xn, qkv, heads, slot, rows, theta) } -> std::same_as<bool>; })
+    if (b.attention_input(x, norm, eps, xn, qkv, heads, slot, rows, theta)) return;
   norm_project(b, x, norm, eps, xn, qkv);
   if (qkv.size() == 3) {
     rope_store_kv(b, qkv[0].out, heads, qkv[1].out, MatrixView<const float>{qkv[2].out.data, qkv[2].out.rows, qkv[2].out.cols},
@@ -84,6 +84,18 @@ void attention_input(Backend& b, MatrixView<const float> x, const W* norm, float
   } else if (theta > 0.0f) {
     b.rope(qkv[0].out, heads, slot.head_dim, rows, theta);
   }
+}
+
+/// x += SwiGLU(RMSNorm(x; norm, eps)) Wd^T: a layer's MLP with its residual add,
+/// gate = silu(xn Wg^T) * (xn Wu^T). A backend's fused version returns false when
+/// it does not apply. x, xn: [rows, hidden]; gate, up: [rows, intermediate] (scratch).
+template <class Backend, class W>
+void mlp(Backend& b, MatrixView<float> x, const W* norm, float eps, MatrixView<float> xn, const W* wg, const W* wu,
+         const W* wd, MatrixView<float> gate, MatrixView<float> up) {
+  if constexpr (requires { { b.mlp(x, norm, eps, xn, wg, wu, wd, gate) } -> std::same_as<bool>; })
+    if (b.mlp(x, norm, eps, xn, wg, wu, wd, gate)) return;
+  norm_gate_up_swiglu(b, x, norm, eps, xn, wg, wu, gate, up);
+  b.linear(gate, wd, x, /*accumulate=*/true);
 }
 
 }  // namespace lckv::steps

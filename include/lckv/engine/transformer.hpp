@@ -295,9 +295,8 @@ private:
       }
       backend_.attention(q, attended, rows, mask(l), s.num_heads, attn);
       backend_.linear(attn, w.o_proj, x, /*accumulate=*/true);
-      steps::norm_gate_up_swiglu(backend_, x, w.post_attention_layernorm, s.rms_norm_eps, xn, w.gate_proj, w.up_proj,
-                                 gate, up);
-      backend_.linear(gate, w.down_proj, x, /*accumulate=*/true);
+      steps::mlp(backend_, x, w.post_attention_layernorm, s.rms_norm_eps, xn, w.gate_proj, w.up_proj, w.down_proj, gate,
+                 up);
     }
   }
 

@@ -53,6 +53,8 @@ struct TensorInfo {
 };
 
 /// The tensors a config needs, in checkpoint order (names as in DESIGN.md §1).
+/// HostWeights stores them in this order, so a layer's q / k / v and gate / up
+/// lie back to back (the CUDA backend runs each group as one GEMM).
 inline std::vector<TensorInfo> expected_tensors(const ModelConfig& config) {
   const ModelShape& s = config.shape;
   std::vector<TensorInfo> t;
