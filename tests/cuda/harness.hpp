@@ -96,6 +96,7 @@ struct AttentionCase {
   MaskSpec mask;
   bool prefill_tiles = false;  ///< tile query rows (prefill) instead of one row per block (decode)
   int splits = 0;              ///< 0: the backend's choice
+  bool out16 = false;          ///< decode on tensor cores writes the output in the KV type (o_proj's input)
 };
 std::vector<float> attention(const AttentionCase& c);
 /// Key splits cuda::plan_attention picks (host code: runs without a device).

@@ -54,11 +54,13 @@ int planned_splits(int rows, int heads, int kv_heads, bool prefill_rows, int num
 }
 
 std::vector<float> attention(const AttentionCase& c) {
-  return with_case_cache(c, [&](auto& cache, auto) {
+  return with_case_cache(c, [&](auto& cache, auto tag) {
+    using T = decltype(tag);
     const int n = static_cast<int>(c.rows.size());
     auto dq = to_device(c.q);
     auto dr = to_device(c.rows);
     auto out = poisoned(c.q.size());
+    DeviceBuffer<T> out16(c.out16 ? c.q.size() : 0);
     int sms = 1;
     LCKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
     cuda::AttentionLaunch l = cuda::plan_attention(n, c.heads, c.kv_heads, c.prefill_tiles, sms);
@@ -67,9 +69,16 @@ std::vector<float> attention(const AttentionCase& c) {
     ws.fill_bytes(0xFF);
     const int w = c.heads * c.head_dim;
     auto run = [&] {
-      cuda::attention(cmat(dq, n, w), cache.slot(0), dr.data(), c.mask, c.heads, mat(out, n, w), l,
-                      ws.size() ? ws.data() : nullptr, nullptr);
-      return to_host(out);
+      out16.fill_bytes(0xFF);
+      const bool wrote16 = cuda::attention(cmat(dq, n, w), cache.slot(0), dr.data(), c.mask, c.heads, mat(out, n, w), l,
+                                           ws.size() ? ws.data() : nullptr, nullptr, c.out16 ? out16.data() : nullptr);
+      if (wrote16 != c.out16) throw std::runtime_error("attention: the 16-bit output was not written as asked");
+      if (!c.out16) return to_host(out);
+      std::vector<T> h(out16.size());
+      cuda::copy_to_host(h.data(), out16.data(), h.size());
+      std::vector<float> f(h.size());
+      for (std::size_t i = 0; i < h.size(); ++i) f[i] = cuda::to_float(h[i]);
+      return f;
     };
     // Twice, out re-poisoned: a call leaves nothing behind that changes the next (deterministic merge).
     const std::vector<float> first = run();

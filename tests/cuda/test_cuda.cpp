@@ -605,7 +605,11 @@ TEST_CASE("decode on tensor cores vs CPU: long rows, head layouts, forced splits
             c.rows.push_back({0, 0});
             c.rows.push_back({0, 1500});
             c.q = randn(c.rows.size() * static_cast<std::size_t>(c.heads) * c.head_dim, rng);
-            CHECK(rel_error(cudatest::attention(c), cpu_attention(c), "attention") <= tol(t));
+            const auto got = cudatest::attention(c);
+            CHECK(rel_error(got, cpu_attention(c), "attention") <= tol(t));
+            // The 16-bit output for o_proj: the same values rounded in the kernel.
+            c.out16 = true;
+            CHECK(rel_error(cudatest::attention(c), rounded(t, got), "attention, 16-bit output") == 0.0);
           }
 }
 
@@ -726,6 +730,52 @@ TEST_CASE("logits vs CPU for every named variant and random layer_types; decode 
               (t == DType::F32 ? 1e-4 : 2e-2));
       }
       CHECK(gpu_model.graph_replays() >= 2);  // steps 3 and 4 replay the graph captured at step 2
+    }
+}
+
+TEST_CASE("decode of 12 sequences at once (packed GEMMs, 16-bit attention output) vs CPU" * doctest::skip(!gpu())) {
+  // Above 8 rows decode takes cuBLAS: q/k/v and gate/up as one GEMM each, the attention writing
+  // o_proj's 16-bit input; the prompts (one forward of every sequence) take the packed GEMMs too.
+  Rng rng(fresh_seed());
+  const int L = 6, seqs = 12;
+  for (const auto& v : variants(L, rng))
+    for (DType t : {DType::F32, DType::BF16}) {
+      CAPTURE(v.name);
+      const std::string dtype_name = cudatest::name(t);
+      CAPTURE(dtype_name);
+      ModelConfig config = configs::make(small_shape(), v.plan);
+      config.attention.sliding_window = 5;
+      const HostWeights weights = HostWeights::random(config, fresh_seed());
+      const HostWeights ref_weights = rounded_weights(config, weights, t);
+      ContiguousCache<float> cpu_cache(CacheGeometry::of(config), seqs, 32);
+      Transformer<CpuBackend, ContiguousCache<float>> cpu_model(config, ref_weights.view());
+      cudatest::GpuModel::Options o;
+      o.weights = o.kv = t;
+      o.max_sequences = seqs;
+      o.max_length = 32;
+      cudatest::GpuModel gpu_model(config, weights, o);
+      std::vector<std::vector<int>> prompts(seqs);
+      std::vector<SequenceChunk> cpu_chunks, gpu_chunks;
+      for (int s = 0; s < seqs; ++s) {
+        for (int i = 0, n = 2 + static_cast<int>(rng.below(6)); i < n; ++i)
+          prompts[static_cast<std::size_t>(s)].push_back(static_cast<int>(rng.below(300)));
+        cpu_chunks.push_back({cpu_cache.open(), prompts[static_cast<std::size_t>(s)]});
+        gpu_chunks.push_back({gpu_model.open(), prompts[static_cast<std::size_t>(s)]});
+      }
+      const double bound = t == DType::F32 ? 1e-4 : 2e-2;
+      CHECK(rel_error(flat(gpu_model.forward(gpu_chunks)), flat(cpu_model.forward(cpu_chunks, cpu_cache)),
+                      "prompt logits") <= bound);
+      for (int step = 0; step < 3; ++step) {
+        std::vector<int> next(seqs);
+        for (auto& tok : next) tok = static_cast<int>(rng.below(300));
+        std::vector<SequenceChunk> cs, gs;
+        for (int s = 0; s < seqs; ++s) {
+          const std::span<const int> one(&next[static_cast<std::size_t>(s)], 1);
+          cs.push_back({cpu_chunks[static_cast<std::size_t>(s)].seq, one});
+          gs.push_back({gpu_chunks[static_cast<std::size_t>(s)].seq, one});
+        }
+        CHECK(rel_error(flat(gpu_model.forward(gs)), flat(cpu_model.forward(cs, cpu_cache)), "decode logits") <= bound);
+      }
     }
 }
 

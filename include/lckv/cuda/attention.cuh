@@ -92,6 +92,7 @@ struct Params {
   float scale;
   float* part_o;   ///< [n, heads, splits, D] unnormalised partial outputs
   float* part_ml;  ///< [n, heads, splits, 2] running max and sum
+  void* out16;     ///< decode_kernel_mma only: when set, the output goes here in the KV type instead of out
 };
 
 /// Shared floats a block needs.
@@ -792,6 +793,10 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
   }
   __syncthreads();
   const std::int64_t head0 = static_cast<std::int64_t>(row) * p.heads + kvh * G;  // the group's first output head
+  auto store = [&](std::int64_t i, float v) {  // the output: fp32, or the next GEMM's 16-bit input
+    if (p.out16) static_cast<T*>(p.out16)[i] = from_float<T>(v);
+    else p.out[i] = v;
+  };
   for (int e = threadIdx.x; e < G * D; e += W * 32) {
     const int qr = e / D, d = e % D;
     float M = -INFINITY;
@@ -805,7 +810,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
       O += sc * Ow[(w * MG + qr) * D + d];
     }
     if (p.splits == 1) {
-      p.out[(head0 + qr) * D + d] = L > 0.0f ? O / L : 0.0f;
+      store((head0 + qr) * D + d, L > 0.0f ? O / L : 0.0f);
     } else {
       part_o[qr * D + d] = O;
       if (d == 0) {
@@ -846,7 +851,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
       L += w * ls[r];
       O += w * os[r];
     }
-    p.out[head0 * D + e] = L > 0.0f ? O / L : 0.0f;
+    store(head0 * D + e, L > 0.0f ? O / L : 0.0f);
   }
   cluster.sync();  // no block leaves while another still reads its shared memory
 }
@@ -1034,7 +1039,7 @@ void launch_combine(const attn::Params<Slot>& p, cudaStream_t s) {
 /// 64 to decode_kernel; prefill tiles and the rest to attention_kernel, a
 /// small-register variant when few queries share a tile.
 template <class Slot, int D>
-void launch_attention_d(attn::Params<Slot> p, int kv_heads, cudaStream_t s) {
+bool launch_attention_d(attn::Params<Slot> p, int kv_heads, cudaStream_t s) {
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(p.slot.key(0, 0, 0))>>;
   if (p.rows_per_tile == 1) {
     if constexpr (sizeof(T) == 2) {
@@ -1054,28 +1059,33 @@ void launch_attention_d(attn::Params<Slot> p, int kv_heads, cudaStream_t s) {
         else
           launch_clustered("decode_kernel_mma", attn::decode_kernel_mma<Slot, D>, grid, p.splits,
                            attn::kDecodeWarps * 32, smem, s, p);
-        return;
+        return p.out16 != nullptr;
       }
     } else if constexpr (D == 64) {
       if (p.group <= attn::kDecodeQueries) {
         launch("decode_kernel", attn::decode_kernel<Slot, D>, dim3(p.splits, kv_heads, p.n), attn::kThreads, 0, s, p);
         if (p.splits > 1) launch_combine<D>(p, s);
-        return;
+        return false;
       }
     }
   }
   if (p.rows_per_tile * p.group <= attn::kDecodeQueries) launch_attention_q<Slot, D, attn::kDecodeQueries>(p, kv_heads, s);
   else launch_attention_q<Slot, D, attn::kMaxQueries>(p, kv_heads, s);
   if (p.splits > 1) launch_combine<D>(p, s);
+  return false;
 }
 
 /// out[r, h] = softmax over the keys mask allows at rows[r].pos of q.K / sqrt(d), times V;
 /// zero where it allows none. q, out: [n, heads * head_dim] device fp32; rows: [n] device.
-/// `workspace` holds attention_workspace_floats(...) floats when l.splits > 1.
+/// `workspace` holds attention_workspace_floats(...) floats when l.splits > 1. With `out16`
+/// ([n, heads * head_dim] of the KV type), decode rows on tensor cores write their output
+/// there, rounded, instead of `out` (the o_proj GEMM's input without a rounding pass);
+/// returns whether they did (false: the output is in `out`).
 template <class Slot>
-void attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows, const MaskSpec& mask, int heads,
-               MatrixView<float> out, const AttentionLaunch& l, float* workspace, cudaStream_t s) {
-  if (q.rows == 0) return;
+bool attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows, const MaskSpec& mask, int heads,
+               MatrixView<float> out, const AttentionLaunch& l, float* workspace, cudaStream_t s,
+               void* out16 = nullptr) {
+  if (q.rows == 0) return false;
   if (heads % slot.kv_heads != 0)
     throw InvalidArgument("cuda attention: heads = " + std::to_string(heads) + " is not a multiple of kv_heads = " +
                           std::to_string(slot.kv_heads));
@@ -1095,7 +1105,8 @@ void attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows,
                        l.splits,
                        1.0f / std::sqrt(static_cast<float>(slot.head_dim)),
                        workspace,
-                       workspace ? workspace + static_cast<std::size_t>(q.rows) * heads * l.splits * slot.head_dim : nullptr};
+                       workspace ? workspace + static_cast<std::size_t>(q.rows) * heads * l.splits * slot.head_dim : nullptr,
+                       out16};
   if (l.splits > 1 && !workspace) throw InvalidArgument("cuda attention: split-KV needs a workspace");
   if (l.splits < 1 || l.splits > attn::kMaxSplits)
     throw InvalidArgument("cuda attention: splits = " + std::to_string(l.splits) + ", expected 1.." +
@@ -1111,11 +1122,11 @@ void attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows,
     else
       throw InvalidArgument("cuda attention: head_dim = " + std::to_string(slot.head_dim) +
                             " is not compiled in (supported: 64, 128)");
-    return;
+    return false;
   }
   switch (slot.head_dim) {
-    case 64: launch_attention_d<Slot, 64>(p, slot.kv_heads, s); break;
-    case 128: launch_attention_d<Slot, 128>(p, slot.kv_heads, s); break;
+    case 64: return launch_attention_d<Slot, 64>(p, slot.kv_heads, s);
+    case 128: return launch_attention_d<Slot, 128>(p, slot.kv_heads, s);
     default:
       throw InvalidArgument("cuda attention: head_dim = " + std::to_string(slot.head_dim) +
                             " is not compiled in (supported: 64, 128)");

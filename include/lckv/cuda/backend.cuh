@@ -62,7 +62,7 @@ public:
   const StepGraphs& graphs() const { return ctx_->graphs; }
   void set_graphs(bool on) { ctx_->options.graphs = on; }
   /// Benchmarks: false runs every fused step (steps::attention_input, norm_project,
-  /// norm_gate_up_swiglu, rope_store_kv) as its plain ops, one launch each.
+  /// norm_gate_up_swiglu, rope_store_kv, attention_output, mlp) as its plain ops, one launch each.
   void set_fusion(bool on) { ctx_->gemm.set_fusion(on); }
   /// Gemm::set_skinny: lm_head at 9-64 rows through the skinny tensor-core GEMM (off by default).
   void set_skinny(bool on) { ctx_->gemm.set_skinny(on); }
@@ -190,15 +190,28 @@ public:
   template <class Slot>
   void attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows, const MaskSpec& mask, int heads,
                  MatrixView<float> out) const {
-    // Short contexts get few splits (the merge costs a launch and a pass).
-    const AttentionLaunch l =
-        plan_attention(q.rows, heads, slot.kv_heads, ctx_->prefill_rows, ctx_->num_sms, ctx_->key_bucket);
-    const std::size_t ws = attention_workspace_floats(q.rows, heads, slot.head_dim, l);
-    if (ws > ctx_->attn_ws.size()) {
-      if (ctx_->capturing) throw CudaError("cuda attention: workspace would grow during graph capture");
-      ctx_->attn_ws = DeviceBuffer<float>(ws);
+    run_attention(q, slot, rows, mask, heads, out, nullptr);
+  }
+  /// steps::attention_output above 8 rows with 16-bit weights of the KV type: decode rows on
+  /// tensor cores write the attention output rounded straight into the o_proj GEMM's input
+  /// (no fp32 copy, no rounding pass). False (nothing done) elsewhere or with fusion off.
+  template <class Slot>
+  bool attention_output(MatrixView<const float> q, const Slot& slot, const RowInfo* rows, const MaskSpec& mask,
+                        int heads, MatrixView<float> attn, const W* wo, MatrixView<float> x) const {
+    using T = std::remove_cv_t<std::remove_pointer_t<decltype(slot.key(0, 0, 0))>>;
+    if constexpr (std::is_same_v<W, float> || !std::is_same_v<W, T>) {
+      return false;
+    } else {
+      Gemm& g = ctx_->gemm;
+      if (!g.fusion() || q.rows <= Gemm::kGemvRows) return false;
+      if (!ctx_->capturing) g.reserve_activation(static_cast<std::size_t>(attn.size()));
+      W* rounded = g.template activation<W>(attn.size());
+      if (run_attention(q, slot, rows, mask, heads, attn, rounded))
+        g.linear_from_rounded(rounded, attn.rows, attn.cols, wo, x, /*accumulate=*/true);
+      else
+        linear(attn, wo, x, /*accumulate=*/true);
+      return true;
     }
-    cuda::attention(q, slot, rows, mask, heads, out, l, ctx_->attn_ws.data(), stream());
   }
 
   /// Tokens for rows of device logits [rows, vocab], one uniform each (see sampling.cuh).
@@ -248,6 +261,20 @@ public:
   }
 
 private:
+  /// cuda::attention with the plan for these rows; true when the output went to out16 instead of out.
+  template <class Slot>
+  bool run_attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows, const MaskSpec& mask, int heads,
+                     MatrixView<float> out, void* out16) const {
+    // Short contexts get few splits (the merge costs a launch and a pass).
+    const AttentionLaunch l =
+        plan_attention(q.rows, heads, slot.kv_heads, ctx_->prefill_rows, ctx_->num_sms, ctx_->key_bucket);
+    const std::size_t ws = attention_workspace_floats(q.rows, heads, slot.head_dim, l);
+    if (ws > ctx_->attn_ws.size()) {
+      if (ctx_->capturing) throw CudaError("cuda attention: workspace would grow during graph capture");
+      ctx_->attn_ws = DeviceBuffer<float>(ws);
+    }
+    return cuda::attention(q, slot, rows, mask, heads, out, l, ctx_->attn_ws.data(), stream(), out16);
+  }
   /// Room for a packed GEMM over x with `cols` outputs (and for x's 16-bit copy); outside capture only.
   void reserve_packed(MatrixView<const float> x, int cols) const {
     if (ctx_->capturing) return;

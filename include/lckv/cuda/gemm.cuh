@@ -135,6 +135,23 @@ public:
     }
   }
 
+  /// y (+)= b W^T with b already in W's type (a producer wrote it into activation<W>()).
+  /// b: [rows, in]; w: [y.cols, in]; y: [rows, y.cols].
+  template <StorageType W>
+  void linear_from_rounded(const W* b, int rows, int in, const W* w, MatrixView<float> y, bool accumulate) {
+    cublas_linear(b, rows, in, w, y, accumulate);
+  }
+
+  /// The activation scratch as n elements of W, where a kernel writes a GEMM's input
+  /// already rounded (reserve_activation made room).
+  template <StorageType W>
+  W* activation(std::int64_t n) {
+    if (static_cast<std::size_t>(n) * sizeof(W) > act_.bytes())
+      throw CudaError("gemm: activation scratch of " + std::to_string(act_.bytes()) + " bytes is too small for " +
+                      std::to_string(static_cast<std::size_t>(n) * sizeof(W)) + "; call reserve_activation first");
+    return reinterpret_cast<W*>(act_.data());
+  }
+
   /// y (+)= x W^T. x: [rows, in]; w: [out, in]; y: [rows, out].
   template <StorageType W>
   void linear(MatrixView<const float> x, const W* w, MatrixView<float> y, bool accumulate) {
@@ -249,14 +266,6 @@ private:
       convert(x.data, xc, x.size(), stream_);
       return xc;
     }
-  }
-  /// The activation scratch as n elements of W (reserve_activation made room).
-  template <StorageType W>
-  W* activation(std::int64_t n) {
-    if (static_cast<std::size_t>(n) * sizeof(W) > act_.bytes())
-      throw CudaError("gemm: activation scratch of " + std::to_string(act_.bytes()) + " bytes is too small for " +
-                      std::to_string(static_cast<std::size_t>(n) * sizeof(W)) + "; call reserve_activation first");
-    return reinterpret_cast<W*>(act_.data());
   }
   /// y (+)= b W^T through cuBLAS; b: [rows, in] in W's type (see rounded()).
   template <StorageType W>

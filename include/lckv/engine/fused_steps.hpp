@@ -9,6 +9,7 @@
 #include <span>
 #include <type_traits>
 
+#include "lckv/attention/layer_mask.hpp"
 #include "lckv/core/buffer.hpp"
 #include "lckv/core/rows.hpp"
 
@@ -84,6 +85,18 @@ void attention_input(Backend& b, MatrixView<const float> x, const W* norm, float
   } else if (theta > 0.0f) {
     b.rope(qkv[0].out, heads, slot.head_dim, rows, theta);
   }
+}
+
+/// x += Attention(q; slot, mask) Wo^T: a layer's attention with its output
+/// projection and residual add. A backend's fused version returns false when it
+/// does not apply. q, attn: [rows, heads * head_dim] (attn: scratch); x: [rows, hidden].
+template <class Backend, class W, class Slot>
+void attention_output(Backend& b, MatrixView<const float> q, const Slot& slot, const RowInfo* rows, const MaskSpec& mask,
+                      int heads, MatrixView<float> attn, const W* wo, MatrixView<float> x) {
+  if constexpr (requires { { b.attention_output(q, slot, rows, mask, heads, attn, wo, x) } -> std::same_as<bool>; })
+    if (b.attention_output(q, slot, rows, mask, heads, attn, wo, x)) return;
+  b.attention(q, slot, rows, mask, heads, attn);
+  b.linear(attn, wo, x, /*accumulate=*/true);
 }
 
 /// x += SwiGLU(RMSNorm(x; norm, eps)) Wd^T: a layer's MLP with its residual add,

@@ -293,8 +293,7 @@ private:
                                std::span<const steps::Projection<WeightT>>(q_only), s.num_heads, attended, rows,
                                theta);
       }
-      backend_.attention(q, attended, rows, mask(l), s.num_heads, attn);
-      backend_.linear(attn, w.o_proj, x, /*accumulate=*/true);
+      steps::attention_output(backend_, q, attended, rows, mask(l), s.num_heads, attn, w.o_proj, x);
       steps::mlp(backend_, x, w.post_attention_layernorm, s.rms_norm_eps, xn, w.gate_proj, w.up_proj, w.down_proj, gate,
                  up);
     }
