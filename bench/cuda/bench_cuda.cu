@@ -6,6 +6,7 @@
 //   bench_cuda --benchmark_out=cuda.json --benchmark_out_format=json
 
 #include <benchmark/benchmark.h>
+#include <cublasLt.h>
 
 #include <algorithm>
 #include <chrono>
@@ -401,6 +402,96 @@ void BM_SkinnyGemm(benchmark::State& state) {
   state.counters["bytes_per_s"] = benchmark::Counter(bytes * state.iterations(), benchmark::Counter::kIsRate);
 }
 
+/// What choosing among cublasLt's candidate kernels would give on the decode GEMMs (x bf16
+/// [batch, in] times the weights, fp32 out): cublasGemmEx's own pick (what Gemm runs) against
+/// each of cublasLt's heuristic candidates, every launch on another copy of the weights so
+/// that L2 does not hold them. Ops: 0 q/k/v packed (2560 x 2048), 1 o_proj (2048 x 2048,
+/// accumulate), 2 gate/up packed (11264 x 2048), 3 down_proj (2048 x 5632, accumulate).
+/// Manual time = cublasGemmEx; counters: the best candidate's us and index.
+void BM_GemmAlgos(benchmark::State& state) {
+  const int op = static_cast<int>(state.range(0)), B = static_cast<int>(state.range(1));
+  const int shapes[4][2] = {{2048, 2560}, {2048, 2048}, {2048, 11264}, {5632, 2048}};
+  const int in = shapes[op][0], out = shapes[op][1];
+  const float alpha = 1.0f, beta = (op == 1 || op == 3) ? 1.0f : 0.0f;
+  const std::size_t wsz = static_cast<std::size_t>(in) * out;
+  const int copies = static_cast<int>(std::max<std::size_t>(2, (256u << 20) / (2 * wsz)));
+  lc::Stream s;
+  lc::Gemm gemm(s.get());
+  lc::DeviceBuffer<bf16> w(wsz * copies), x(static_cast<std::size_t>(B) * in);
+  lc::DeviceBuffer<float> y(static_cast<std::size_t>(B) * out);
+  randomize(w.data(), w.size(), 21);
+  randomize(x.data(), x.size(), 22);
+  const std::size_t ws_bytes = 32u << 20;
+  lc::DeviceBuffer<unsigned char> ws(ws_bytes);
+  cublasLtHandle_t lt;
+  LCKV_CUBLAS_CHECK(cublasLtCreate(&lt));
+  cublasLtMatmulDesc_t desc;
+  LCKV_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t t = CUBLAS_OP_T, n = CUBLAS_OP_N;
+  LCKV_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof(t)));
+  LCKV_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &n, sizeof(n)));
+  cublasLtMatrixLayout_t la, lb, lcd;  // column-major: W^T [out, in] via op T, x^T [in, B], y^T [out, B]
+  LCKV_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, in, out, in));
+  LCKV_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, in, B, in));
+  LCKV_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lcd, CUDA_R_32F, out, B, out));
+  cublasLtMatmulPreference_t pref;
+  LCKV_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  LCKV_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
+                                                         sizeof(ws_bytes)));
+  cublasLtMatmulHeuristicResult_t cand[16];
+  int found = 0;
+  LCKV_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt, desc, la, lb, lcd, lcd, pref, 16, cand, &found));
+  // Time per GEMM of `reps` launches over the weight copies, replayed from a graph.
+  auto timed = [&](auto&& one) {
+    const int reps = 4 * copies;
+    for (int i = 0; i < copies; ++i) one(w.data() + wsz * i);
+    LCKV_CUDA_CHECK(cudaStreamSynchronize(s.get()));
+    const Recorded graph(s.get(), [&] {
+      for (int i = 0; i < reps; ++i) one(w.data() + wsz * (i % copies));
+    });
+    graph.replay();
+    lc::Event e0, e1;
+    float best = 1e30f;
+    for (int r = 0; r < 3; ++r) {
+      e0.record(s.get());
+      graph.replay();
+      e1.record(s.get());
+      best = std::min(best, e1.since(e0) * 1e3f / reps);
+    }
+    return best;
+  };
+  const float ex = timed([&](const bf16* wp) {
+    LCKV_CUBLAS_CHECK(cublasGemmEx(gemm.handle(), CUBLAS_OP_T, CUBLAS_OP_N, out, B, in, &alpha, wp, CUDA_R_16BF, in,
+                                   x.data(), CUDA_R_16BF, in, &beta, y.data(), CUDA_R_32F, out, CUBLAS_COMPUTE_32F,
+                                   CUBLAS_GEMM_DEFAULT));
+  });
+  float best = 1e30f, first = 0.0f;
+  int best_i = -1;
+  for (int i = 0; i < found; ++i) {
+    const float us = timed([&](const bf16* wp) {
+      LCKV_CUBLAS_CHECK(cublasLtMatmul(lt, desc, &alpha, wp, la, x.data(), lb, &beta, y.data(), lcd, y.data(), lcd,
+                                       &cand[i].algo, ws.data(), ws_bytes, s.get()));
+    });
+    if (i == 0) first = us;
+    if (us < best) best = us, best_i = i;
+  }
+  for (auto _ : state) state.SetIterationTime(ex / 1e6);
+  const double bytes = 2.0 * wsz + 2.0 * B * in + 4.0 * B * out * (beta > 0 ? 2 : 1);
+  state.counters["gemmex_us"] = ex;
+  state.counters["lt_first_us"] = first;
+  state.counters["lt_best_us"] = best;
+  state.counters["lt_best_index"] = best_i;
+  state.counters["lt_candidates"] = found;
+  state.counters["gemmex_of_copy_GBps"] = bytes / ex / 1e3;
+  state.counters["best_GBps"] = bytes / best / 1e3;
+  cublasLtMatmulPreferenceDestroy(pref);
+  cublasLtMatrixLayoutDestroy(la);
+  cublasLtMatrixLayoutDestroy(lb);
+  cublasLtMatrixLayoutDestroy(lcd);
+  cublasLtMatmulDescDestroy(desc);
+  cublasLtDestroy(lt);
+}
+
 // ------------------------------------------------- TinyLlama decode and prefill
 
 struct TinyModel {
@@ -582,6 +673,12 @@ BENCHMARK(BM_SkinnyGemm)
     ->ArgsProduct({{0, 1, 2, 3, 4, 9}, {16, 32, 64, 128}, {0, 1}})
     ->UseManualTime()
     ->Iterations(5)
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_GemmAlgos)
+    ->ArgNames({"op", "batch"})
+    ->ArgsProduct({{0, 1, 2, 3}, {16, 32, 64, 128, 256}})
+    ->UseManualTime()
+    ->Iterations(1)
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_TinyLlamaDecodeStep)
     ->ArgNames({"batch", "context", "lckv", "variant"})
