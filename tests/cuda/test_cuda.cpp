@@ -71,6 +71,16 @@ double rel_error(const std::vector<float>& got, const std::vector<float>& want, 
 
 double tol(DType t) { return t == DType::F32 ? 1e-5 : 1e-2; }
 
+/// silu(x Wg^T) * (x Wu^T) on the CPU. x: [m, in]; wg, wu: [inter, in]; result [m, inter].
+std::vector<float> swiglu_reference(const std::vector<float>& x, int m, int in, const std::vector<float>& wg,
+                                    const std::vector<float>& wu, int inter) {
+  std::vector<float> g(static_cast<std::size_t>(m) * inter), u(g.size());
+  cpu::linear({x.data(), m, in}, wg.data(), {g.data(), m, inter});
+  cpu::linear({x.data(), m, in}, wu.data(), {u.data(), m, inter});
+  cpu::swiglu({g.data(), m, inter}, {u.data(), m, inter});
+  return g;
+}
+
 /// Whether combination i of a long sweep runs: all of them, or every LCKV_TEST_STRIDE-th
 /// (compute-sanitizer runs, where each launch is ~100x slower; run_device.sh sets it).
 bool sampled(long i) {
@@ -179,10 +189,7 @@ TEST_CASE("gate_up_swiglu (fused GEMV with SwiGLU epilogue) vs CPU" * doctest::s
         CAPTURE(m);
         const auto xm = randn(static_cast<std::size_t>(m) * in, rng, 3.0f);
         const auto xr = m <= 8 ? xm : rounded(t, xm);
-        std::vector<float> g(static_cast<std::size_t>(m) * out), u(g.size());
-        cpu::linear({xr.data(), m, in}, Wg.data(), {g.data(), m, out});
-        cpu::linear({xr.data(), m, in}, Wu.data(), {u.data(), m, out});
-        cpu::swiglu({g.data(), m, out}, {u.data(), m, out});
+        auto g = swiglu_reference(xr, m, in, Wg, Wu, out);
         CHECK(rel_error(cudatest::gate_up_swiglu(xm, m, in, Wg, Wu, out, t, true), g, "gate_up_swiglu") <= tol(t));
         if (m == 5)
           CHECK(rel_error(cudatest::gate_up_swiglu(xm, m, in, Wg, Wu, out, t, false), g, "gate_up_swiglu unfused") <=
@@ -192,9 +199,7 @@ TEST_CASE("gate_up_swiglu (fused GEMV with SwiGLU epilogue) vs CPU" * doctest::s
         std::vector<float> xn(xm.size());
         cpu::rmsnorm({xm.data(), m, in}, norm.data(), 1e-5f, {xn.data(), m, in});
         if (m > 8) xn = rounded(t, xn);
-        cpu::linear({xn.data(), m, in}, Wg.data(), {g.data(), m, out});
-        cpu::linear({xn.data(), m, in}, Wu.data(), {u.data(), m, out});
-        cpu::swiglu({g.data(), m, out}, {u.data(), m, out});
+        g = swiglu_reference(xn, m, in, Wg, Wu, out);
         for (bool fused : {true, false})
           CHECK(rel_error(cudatest::gate_up_swiglu(xm, m, in, Wg, Wu, out, t, fused, &norm), g,
                           fused ? "norm + gate_up_swiglu" : "norm + gate_up_swiglu unfused") <= tol(t));
@@ -348,12 +353,10 @@ TEST_CASE("mlp (RMSNorm, gate/up, SwiGLU, down + residual; packed gate/up as one
         CAPTURE(m);
         const auto x = randn(static_cast<std::size_t>(m) * in, rng, 1.0f);
         const bool cublas = m > 8 && t != DType::F32;  // cuBLAS takes its inputs in the weight type
-        std::vector<float> xn(x.size()), g(static_cast<std::size_t>(m) * inter), u(g.size());
+        std::vector<float> xn(x.size());
         cpu::rmsnorm({x.data(), m, in}, norm.data(), 1e-5f, {xn.data(), m, in});
         if (cublas) xn = rounded(t, xn);
-        cpu::linear({xn.data(), m, in}, wg.data(), {g.data(), m, inter});
-        cpu::linear({xn.data(), m, in}, wu.data(), {u.data(), m, inter});
-        cpu::swiglu({g.data(), m, inter}, {u.data(), m, inter});
+        auto g = swiglu_reference(xn, m, in, wg, wu, inter);
         if (cublas) g = rounded(t, g);
         std::vector<float> want(x.size());  // the MLP's part of x: compared without the residual, which would hide it
         cpu::linear({g.data(), m, inter}, wd.data(), {want.data(), m, in});
@@ -410,12 +413,8 @@ TEST_CASE("skinny tensor-core GEMM (9-128 rows, split-K, GLU) vs CPU" * doctest:
       for (int m : {9, 17, 32, 64, 128}) {
         CAPTURE(m);
         const auto xm = randn(static_cast<std::size_t>(m) * in, rng, 3.0f);
-        const auto xr = rounded(t, xm);
-        std::vector<float> g(static_cast<std::size_t>(m) * out), u(g.size());
-        cpu::linear({xr.data(), m, in}, Wg.data(), {g.data(), m, out});
-        cpu::linear({xr.data(), m, in}, Wu.data(), {u.data(), m, out});
-        cpu::swiglu({g.data(), m, out}, {u.data(), m, out});
-        CHECK(rel_error(cudatest::gate_up_swiglu_tc(xm, m, in, Wg, Wu, out, t), g, "skinny gate_up_swiglu") <= tol(t));
+        CHECK(rel_error(cudatest::gate_up_swiglu_tc(xm, m, in, Wg, Wu, out, t),
+                        swiglu_reference(rounded(t, xm), m, in, Wg, Wu, out), "skinny gate_up_swiglu") <= tol(t));
       }
     }
   }
