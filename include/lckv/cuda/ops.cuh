@@ -30,11 +30,18 @@ __global__ void embed(const int* tokens, const W* table, float* out, int cols) {
   for (int c = threadIdx.x; c < cols; c += blockDim.x) dst[c] = to_float(src[c]);
 }
 
+/// Four consecutive elements, moved as one 8- or 16-byte access.
+template <class T>
+struct alignas(4 * sizeof(T)) Pack4 {
+  T v[4];
+};
+
 /// out = RMSNorm(x) rounded to O (fp32, or a GEMM's 16-bit input). One block per
-/// row (CUB block reduction); with cols % 4 == 0 each thread's first Chunks
-/// 16-byte pieces stay in registers between the sum of squares and the scaling,
-/// so a row of up to 4 * Chunks * Threads floats is read once (the rest, or a
-/// row of other widths, is read twice). x: [rows, cols].
+/// row (CUB block reduction). With cols % 4 == 0 and aligned x, w and out, each
+/// thread keeps its first Chunks 16-byte pieces of the row in registers between
+/// the sum of squares and the scaling (a row of up to 4 * Chunks * Threads floats
+/// is read once) and moves w and out four elements at a time; the rest of a
+/// row, or a row of another width, is read twice, one element at a time. x: [rows, cols].
 template <int Threads, int Chunks, class W, class O>
 __global__ void __launch_bounds__(Threads) rmsnorm(const float* x, const W* w, float eps, O* out, int cols) {
   pdl::allow_next();
@@ -44,15 +51,15 @@ __global__ void __launch_bounds__(Threads) rmsnorm(const float* x, const W* w, f
   __shared__ float inv;
   const float* in = x + static_cast<std::int64_t>(blockIdx.x) * cols;
   O* o = out + static_cast<std::int64_t>(blockIdx.x) * cols;
-  const bool vec = cols % 4 == 0 && reinterpret_cast<std::uintptr_t>(x) % 16 == 0;
+  const auto aligned = [](const void* p, std::size_t a) { return reinterpret_cast<std::uintptr_t>(p) % a == 0; };
+  const bool vec = cols % 4 == 0 && aligned(x, 16) && aligned(w, sizeof(Pack4<W>)) && aligned(out, sizeof(Pack4<O>));
   const int n4 = vec ? cols / 4 : 0;
-  const float4* in4 = reinterpret_cast<const float4*>(in);
   float4 kept[Chunks];
   float ss = 0.0f;
 #pragma unroll
   for (int k = 0; k < Chunks; ++k) {
     const int c4 = threadIdx.x + k * Threads;
-    kept[k] = c4 < n4 ? in4[c4] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    kept[k] = c4 < n4 ? reinterpret_cast<const float4*>(in)[c4] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     ss += kept[k].x * kept[k].x + kept[k].y * kept[k].y + kept[k].z * kept[k].z + kept[k].w * kept[k].w;
   }
   const int rest = 4 * min(n4, Chunks * Threads);  // elements from here on are read one by one (twice)
@@ -63,10 +70,14 @@ __global__ void __launch_bounds__(Threads) rmsnorm(const float* x, const W* w, f
   const float r = inv;
 #pragma unroll
   for (int k = 0; k < Chunks; ++k) {
-    const int c = 4 * (threadIdx.x + k * Threads);
-    if (c < 4 * n4) {
+    const int c4 = threadIdx.x + k * Threads;
+    if (c4 < n4) {
+      const Pack4<W> wv = reinterpret_cast<const Pack4<W>*>(w)[c4];
       const float v[4] = {kept[k].x, kept[k].y, kept[k].z, kept[k].w};
-      for (int j = 0; j < 4; ++j) o[c + j] = from_float<O>(to_float(w[c + j]) * (v[j] * r));
+      Pack4<O> ov;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) ov.v[j] = from_float<O>(to_float(wv.v[j]) * (v[j] * r));
+      reinterpret_cast<Pack4<O>*>(o)[c4] = ov;
     }
   }
   for (int c = rest + threadIdx.x; c < cols; c += Threads) o[c] = from_float<O>(to_float(w[c]) * (in[c] * r));
@@ -146,18 +157,20 @@ __global__ void rope_store_kv(const float* q_in, int q_ld, float* q_out, int hea
   }
 }
 
-/// out = silu(gate) * up over [n, cols], each operand with its own row stride;
-/// out may be gate (in place) or the 16-bit input of the next GEMM.
+/// out = silu(gate) * up over [rows, cols], each operand with its own row stride;
+/// out may be gate (in place) or the 16-bit input of the next GEMM. Rows on the
+/// grid's y, columns on its x (no 64-bit division per element).
 template <class O>
-__global__ void swiglu(const float* gate, int gate_ld, const float* up, int up_ld, O* out, int out_ld, int cols,
-                       std::int64_t n) {
+__global__ void swiglu(const float* gate, int gate_ld, const float* up, int up_ld, O* out, int out_ld, int rows,
+                       int cols) {
   pdl::allow_next();
   pdl::wait();
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const std::int64_t r = i / cols, c = i % cols;
-    const float g = gate[r * gate_ld + c];
-    out[r * out_ld + c] = from_float<O>(g / (1.0f + expf(-g)) * up[r * up_ld + c]);
+  for (int r = blockIdx.y; r < rows; r += gridDim.y) {
+    const float* g = gate + static_cast<std::int64_t>(r) * gate_ld;
+    const float* u = up + static_cast<std::int64_t>(r) * up_ld;
+    O* o = out + static_cast<std::int64_t>(r) * out_ld;
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += gridDim.x * blockDim.x)
+      o[c] = from_float<O>(g[c] / (1.0f + expf(-g[c])) * u[c]);
   }
 }
 
@@ -233,10 +246,15 @@ inline void rope(MatrixView<float> x, int heads, int head_dim, const RowInfo* ro
 }
 
 /// gate = silu(gate) * up. gate, up: [rows, intermediate].
+/// Blocks of 256 threads for an elementwise pass over [rows, cols]: columns on x, rows on y.
+inline dim3 grid_for_rows(int rows, int cols) {
+  return dim3(static_cast<unsigned>((cols + 255) / 256), static_cast<unsigned>(rows < 65535 ? rows : 65535));
+}
+
 inline void swiglu(MatrixView<float> gate, MatrixView<const float> up, cudaStream_t s) {
   if (gate.size() == 0) return;
-  launch("swiglu", kernels::swiglu<float>, grid_for(gate.size()), 256, 0, s, gate.data, gate.cols, up.data, up.cols,
-         gate.data, gate.cols, gate.cols, gate.size());
+  launch("swiglu", kernels::swiglu<float>, grid_for_rows(gate.rows, gate.cols), 256, 0, s, gate.data, gate.cols,
+         up.data, up.cols, gate.data, gate.cols, gate.rows, gate.cols);
 }
 
 /// out = silu(gate) * up from one GEMM's output gate_up = [rows, 2 * cols] (gate
@@ -244,10 +262,9 @@ inline void swiglu(MatrixView<float> gate, MatrixView<const float> up, cudaStrea
 template <class O>
 void swiglu_packed(MatrixView<const float> gate_up, O* out, cudaStream_t s) {
   const int cols = gate_up.cols / 2;
-  const std::int64_t n = static_cast<std::int64_t>(gate_up.rows) * cols;
-  if (n == 0) return;
-  launch("swiglu", kernels::swiglu<O>, grid_for(n), 256, 0, s, gate_up.data, gate_up.cols, gate_up.data + cols,
-         gate_up.cols, out, cols, cols, n);
+  if (gate_up.rows == 0 || cols == 0) return;
+  launch("swiglu", kernels::swiglu<O>, grid_for_rows(gate_up.rows, cols), 256, 0, s, gate_up.data, gate_up.cols,
+         gate_up.data + cols, gate_up.cols, out, cols, gate_up.rows, cols);
 }
 
 /// dst = src (same shape).
