@@ -162,7 +162,7 @@ public:
   bool mlp(MatrixView<float> x, const W* norm, float eps, MatrixView<float> xn, const W* wg, const W* wu, const W* wd,
            MatrixView<float> gate) const {
     Gemm& g = ctx_->gemm;
-    const steps::Projection<W> both[] = {{wg, gate}, {wu, gate}};
+    const steps::Projection<W> both[] = {{wg, gate}, {wu, gate}};  // views give packs() the widths only
     const std::span<const steps::Projection<W>> gate_up(both);
     if (!g.packs(x.rows, x.cols, gate_up)) return false;
     reserve_packed(x, 2 * gate.cols);

@@ -106,16 +106,8 @@ public:
     if (static_cast<std::size_t>(n) > packed_.size())
       throw CudaError("gemm: packed scratch of " + std::to_string(packed_.size()) + " floats is too small for " +
                       std::to_string(n) + "; call reserve_packed first");
-    const void* b = xn.data;
-    if constexpr (std::is_same_v<W, float>) {
-      rmsnorm(x, norm, eps, xn, stream_);
-    } else {
-      W* a = activation<W>(x.size());
-      rmsnorm_into(x, norm, eps, a, stream_);
-      b = a;
-    }
     const MatrixView<float> y{packed_.data(), x.rows, total};
-    cublas_linear(b, x.rows, x.cols, projections[0].weight, y, false);
+    cublas_linear(normed(x, norm, eps, xn), x.rows, x.cols, projections[0].weight, y, false);
     return y;
   }
 
@@ -125,14 +117,11 @@ public:
   template <StorageType W>
   void swiglu_down(MatrixView<const float> gate_up, const W* wd, MatrixView<float> scratch, MatrixView<float> y) {
     const int inter = gate_up.cols / 2;
-    if constexpr (std::is_same_v<W, float>) {
-      swiglu_packed(gate_up, scratch.data, stream_);
-      cublas_linear(scratch.data, gate_up.rows, inter, wd, y, true);
-    } else {
-      W* a = activation<W>(static_cast<std::int64_t>(gate_up.rows) * inter);
-      swiglu_packed(gate_up, a, stream_);
-      cublas_linear(a, gate_up.rows, inter, wd, y, true);
-    }
+    W* in = nullptr;
+    if constexpr (std::is_same_v<W, float>) in = scratch.data;
+    else in = activation<W>(static_cast<std::int64_t>(gate_up.rows) * inter);
+    swiglu_packed(gate_up, in, stream_);
+    cublas_linear(in, gate_up.rows, inter, wd, y, true);
   }
 
   /// y (+)= b W^T with b already in W's type (a producer wrote it into activation<W>()).
@@ -185,20 +174,16 @@ public:
   }
 
   /// out_s = RMSNorm(x; norm, eps) W_s^T where the fused GEMV does not apply: with
-  /// fusion on and 16-bit W, the norm writes x rounded to W's type straight into
-  /// the activation scratch cuBLAS reads (no fp32 copy, no rounding pass); else
-  /// rmsnorm into xn, then project(). x, xn: [rows, in].
+  /// fusion on at cuBLAS row counts the norm writes cuBLAS's input directly
+  /// (normed()); else rmsnorm into xn, then project(). x, xn: [rows, in].
   template <StorageType W>
   void norm_then_project(MatrixView<const float> x, const W* norm, float eps, MatrixView<float> xn,
                          std::span<const steps::Projection<W>> projections) {
     if (x.rows == 0) return;
-    if constexpr (!std::is_same_v<W, float>) {
-      if (fusion_ && !gemv_fits<W>(x.rows, x.cols)) {
-        W* b = activation<W>(x.size());
-        rmsnorm_into(x, norm, eps, b, stream_);
-        for (const auto& p : projections) cublas_linear(b, x.rows, x.cols, p.weight, p.out, false);
-        return;
-      }
+    if (fusion_ && !gemv_fits<W>(x.rows, x.cols)) {
+      const void* b = normed(x, norm, eps, xn);
+      for (const auto& p : projections) cublas_linear(b, x.rows, x.cols, p.weight, p.out, false);
+      return;
     }
     rmsnorm(x, norm, eps, xn, stream_);
     project(MatrixView<const float>{xn.data, xn.rows, xn.cols}, projections);
@@ -267,7 +252,20 @@ private:
       return xc;
     }
   }
-  /// y (+)= b W^T through cuBLAS; b: [rows, in] in W's type (see rounded()).
+  /// RMSNorm(x; norm, eps) as cuBLAS takes it next to W: written rounded into the
+  /// activation scratch (16-bit W; no fp32 copy, no rounding pass), else into xn.
+  template <StorageType W>
+  const void* normed(MatrixView<const float> x, const W* norm, float eps, MatrixView<float> xn) {
+    if constexpr (std::is_same_v<W, float>) {
+      rmsnorm(x, norm, eps, xn, stream_);
+      return xn.data;
+    } else {
+      W* a = activation<W>(x.size());
+      rmsnorm_into(x, norm, eps, a, stream_);
+      return a;
+    }
+  }
+  /// y (+)= b W^T through cuBLAS; b: [rows, in] in W's type (see rounded(), normed()).
   template <StorageType W>
   void cublas_linear(const void* b, int rows, int in, const W* w, MatrixView<float> y, bool accumulate) {
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;

@@ -219,6 +219,11 @@ inline int grid_for(std::int64_t n, int threads = 256) {
   return static_cast<int>(b < 1 ? 1 : (b > 65536 ? 65536 : b));
 }
 
+/// Blocks of 256 threads for an elementwise pass over [rows, cols]: columns on x, rows on y.
+inline dim3 grid_for_rows(int rows, int cols) {
+  return dim3(static_cast<unsigned>((cols + 255) / 256), static_cast<unsigned>(rows < 65535 ? rows : 65535));
+}
+
 /// out[r] = table[tokens[r]]. tokens: [n] device ids; table: [vocab, hidden]; out: [n, hidden].
 template <class W>
 void embed(const int* tokens, const W* table, MatrixView<float> out, cudaStream_t s) {
@@ -246,11 +251,6 @@ inline void rope(MatrixView<float> x, int heads, int head_dim, const RowInfo* ro
 }
 
 /// gate = silu(gate) * up. gate, up: [rows, intermediate].
-/// Blocks of 256 threads for an elementwise pass over [rows, cols]: columns on x, rows on y.
-inline dim3 grid_for_rows(int rows, int cols) {
-  return dim3(static_cast<unsigned>((cols + 255) / 256), static_cast<unsigned>(rows < 65535 ? rows : 65535));
-}
-
 inline void swiglu(MatrixView<float> gate, MatrixView<const float> up, cudaStream_t s) {
   if (gate.size() == 0) return;
   launch("swiglu", kernels::swiglu<float>, grid_for_rows(gate.rows, gate.cols), 256, 0, s, gate.data, gate.cols,
