@@ -8,6 +8,7 @@
 #
 # "quick" runs a reduced benchmark set. Environment: PREBUILT=dir (run test_cuda, bench_cuda and
 # runner_smoke built elsewhere instead of building), SKIP_TESTS=1, SKIP_SAN=1 (no sanitizers),
+# PROFILE=1 (Nsight Compute: kernels timed alone), TIMELINE=1 (CUPTI: kernels overlapped in a step),
 # SAN_TOOLS="memcheck racecheck" (default), RACE_FILTER (doctest filter for racecheck; default
 # the op suite), SAN_STRIDE (under the sanitizers the long decode sweep runs every SAN_STRIDE-th
 # combination; default 8), BENCH_FILTER (overrides the mode's benchmark filter), SAN_TIMEOUT, BENCH_TIMEOUT. Needs CUDA 12+ (nvcc, cuBLAS, CUB),
@@ -95,6 +96,16 @@ log "benchmarks: $(( $(date +%s) - t0 )) s"
 if [ "${PROFILE:-0}" = 1 ]; then
   BIN=$build/bin/bench_cuda bash "$root/bench/cuda/profile_step.sh" "batch:1/context:1024/lckv:1/variant:2" \
     "batch:32/context:1024/lckv:1/variant:2" | tee -a "$out/summary.txt"
+fi
+
+# The same steps with their kernels overlapped as in production: CUPTI timeline, marginal time
+# per kernel (timeline_step.sh; needs libcuda_timeline.so, built here or carried with PREBUILT).
+if [ "${TIMELINE:-0}" = 1 ]; then
+  lib="${PREBUILT:+$PREBUILT/../bench/cuda/libcuda_timeline.so}"
+  [ -n "$lib" ] || { cmake --build $build --target cuda_timeline >>"$out/build.log" 2>&1; lib=$build/bench/cuda/libcuda_timeline.so; }
+  BIN=$build/bin/bench_cuda LIB="$lib" bash "$root/bench/cuda/timeline_step.sh" "batch:1/context:1024/lckv:0/variant:2" \
+    "batch:32/context:1024/lckv:0/variant:2" | tee -a "$out/summary.txt"
+  rm -f "$out"/timeline_*.csv
 fi
 
 # Nsight Compute on one decode-attention launch, when ncu is there.
