@@ -77,6 +77,12 @@ __device__ __forceinline__ uint4 load_weights16(const void* p) {
   return v;
 }
 
+/// Blocks per SM that kernels::gemv's registers must leave room for: one-row
+/// tiles of 4 outputs (o_proj, down_proj) fill every SM four deep in one wave,
+/// other one-row tiles three deep (four made the GLU spill and run 4% slower,
+/// docs/benchmarks-cuda.md), 8-row groups two deep.
+constexpr int gemv_min_blocks(int R, int TO) { return R == 1 ? (TO <= 4 ? 4 : 3) : (R == 8 ? 2 : 1); }
+
 /// y[r, o] (+)= sum_i xn[r, i] W[o, i], xn = x or RMSNorm(x). A block of 256
 /// threads owns TO consecutive outputs of one matrix and one group of up to R
 /// rows (block id = tile * groups + group, so the groups that share a weight
@@ -90,7 +96,7 @@ __device__ __forceinline__ uint4 load_weights16(const void* p) {
 /// Epi: GemvPlainStore, or GemvRopeStore<Slot> (its first TO / 2 outputs are
 /// i.. of a head, the other TO / 2 the partners i + head_dim / 2..).
 template <class W, int R, int TO, bool GLU, bool NORM, class Epi = GemvPlainStore>
-__global__ void __launch_bounds__(256) gemv(const float* __restrict__ x, GemvTargets<W> targets, int rows, int in,
+__global__ void __launch_bounds__(256, gemv_min_blocks(R, TO)) gemv(const float* __restrict__ x, GemvTargets<W> targets, int rows, int in,
                                             int groups, bool accumulate, const W* __restrict__ up, GemvNorm<W> norm,
                                             Epi epi = {}) {
   constexpr bool ROPE = !std::is_same_v<Epi, GemvPlainStore>;
@@ -149,37 +155,18 @@ __global__ void __launch_bounds__(256) gemv(const float* __restrict__ x, GemvTar
 
   const float* xg = x + static_cast<std::int64_t>(r0) * in;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  __shared__ float partial[WARPS][TO * R];
-  __shared__ float inv_rms[R];
-  if constexpr (NORM) {
-    float ss[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      ss[r] = 0.0f;
-      if (r < nr)
-        for (int i = threadIdx.x; i < in; i += T) {
-          const float v = xg[static_cast<std::int64_t>(r) * in + i];
-          ss[r] = fmaf(v, v, ss[r]);
-        }
-#pragma unroll
-      for (int off = 16; off > 0; off /= 2) ss[r] += __shfl_xor_sync(0xffffffffu, ss[r], off);
-      if (lane == 0) partial[warp][r] = ss[r];
-    }
-    __syncthreads();
-    if (threadIdx.x < R) {
-      float total = 0.0f;
-#pragma unroll
-      for (int k = 0; k < WARPS; ++k) total += partial[k][threadIdx.x];
-      inv_rms[threadIdx.x] = 1.0f / sqrtf(total / static_cast<float>(in) + norm.eps);
-    }
-    __syncthreads();  // partial is reused below
-  }
+  // Partial sums per warp: TO * R dot products, then (NORM) R sums of squares of x.
+  __shared__ float partial[WARPS][TO * R + (NORM ? R : 0)];
 
-  float acc[TO][R];
+  // RMSNorm: the sums of squares of x accumulate in the same pass as the dot products (every
+  // element of x passes through exactly one thread), so no prologue delays the weight loads.
+  float acc[TO][R], ss[R];
 #pragma unroll
-  for (int t = 0; t < TO; ++t)
+  for (int r = 0; r < R; ++r) {
+    ss[r] = 0.0f;
 #pragma unroll
-    for (int r = 0; r < R; ++r) acc[t][r] = 0.0f;
+    for (int t = 0; t < TO; ++t) acc[t][r] = 0.0f;
+  }
 
   for (int c0 = threadIdx.x; c0 < chunks; c0 += T * KU) {
     uint4 raw[KU][TO];
@@ -220,9 +207,13 @@ __global__ void __launch_bounds__(256) gemv(const float* __restrict__ x, GemvTar
               xv[4 * k + 2] = q.z;
               xv[4 * k + 3] = q.w;
             }
-            if constexpr (NORM)
+            if constexpr (NORM) {
 #pragma unroll
-              for (int k = 0; k < V; ++k) xv[k] *= g[k];
+              for (int k = 0; k < V; ++k) {
+                ss[r] = fmaf(xv[k], xv[k], ss[r]);
+                xv[k] *= g[k];
+              }
+            }
 #pragma unroll
             for (int t = 0; t < TO; ++t)
 #pragma unroll
@@ -242,11 +233,26 @@ __global__ void __launch_bounds__(256) gemv(const float* __restrict__ x, GemvTar
       for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
       if (lane == 0) partial[warp][t * R + r] = v;
     }
+  if constexpr (NORM) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      float v = ss[r];
+#pragma unroll
+      for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+      if (lane == 0) partial[warp][TO * R + r] = v;
+    }
+  }
   __syncthreads();
   if (threadIdx.x < TY * R) {
     const int t = threadIdx.x / R, r = threadIdx.x % R, o = output(t);
     if (o < out && r < nr) {
-      const float scale = NORM ? inv_rms[r] : 1.0f;
+      float scale = 1.0f;
+      if constexpr (NORM) {
+        float squares = 0.0f;
+#pragma unroll
+        for (int k = 0; k < WARPS; ++k) squares += partial[k][TO * R + r];
+        scale = 1.0f / sqrtf(squares / static_cast<float>(in) + norm.eps);
+      }
       auto result = [&](int tt) {
         float sum = 0.0f;
 #pragma unroll
