@@ -93,6 +93,7 @@ struct Params {
   float* part_o;   ///< [n, heads, splits, D] unnormalised partial outputs
   float* part_ml;  ///< [n, heads, splits, 2] running max and sum
   void* out16;     ///< decode_kernel_mma only: when set, the output goes here in the KV type instead of out
+  bool older_keys_settled;  ///< AttentionLaunch::older_keys_settled
 };
 
 /// Shared floats a block needs.
@@ -546,8 +547,9 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(Params<Slot> p) {
 ///   inside the row's keys skip the per-key mask and, on linear slots, the
 ///   per-key address arithmetic;
 /// - before waiting for the previous kernel (launch.cuh), each warp pulls its
-///   first tiles into L2: cached keys older than this step are not written by
-///   the kernels it overlaps, and a prefetch is only a hint;
+///   first tiles into L2 (a prefetch is only a hint) and, with one row per
+///   sequence, starts copying the first tiles whose keys all precede the row's
+///   position: the kernels it overlaps write no such key;
 /// - the warps' (m, l, O) are merged once through shared memory at the end; with
 ///   split-KV the splits of a (row, kv head) form one thread-block cluster, each
 ///   block keeps its partial in shared memory, and every block merges a slice of
@@ -604,34 +606,6 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
   // Every key of the tile at li0 is kept, at consecutive positions (all sink or all window).
   auto whole = [&](int li0) { return li0 + KT <= range.stop && (li0 >= range.S || li0 + KT <= range.S); };
 
-  {
-    constexpr int Lines = D * 2 / 128;  // 128-byte lines per key row
-    for (int it = 0; it < min(mine, kDecodePrefetchTiles); ++it)
-      for (int i = lane; i < KT * Lines; i += 32) {
-        const int pos = range.position(first_key(it) + i / Lines);
-        if (pos >= 0) {
-          ptx::prefetch_l2(p.slot.key(ri.seq, pos, kvh) + (i % Lines) * 64);
-          ptx::prefetch_l2(p.slot.value(ri.seq, pos, kvh) + (i % Lines) * 64);
-        }
-      }
-  }
-  pdl::wait();  // q (just rotated), the newest cache entries and out belong to earlier kernels
-
-  // Q[16, D] as A fragments: qa[k][.] covers dims [16k, 16k + 16); rows >= G are zero.
-  std::uint32_t qa[D / 16][4];
-  {
-    const float qs = p.scale * 1.4426950408889634f;  // log2(e): softmax in base 2
-    const float* q = p.q + static_cast<std::int64_t>(row) * p.heads * D + static_cast<std::int64_t>(kvh) * G * D;
-#pragma unroll
-    for (int k = 0; k < D / 16; ++k)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const int qr = g + 8 * (r % 2), d = 16 * k + 8 * (r / 2) + c;
-        const float2 v = qr < G ? *reinterpret_cast<const float2*>(q + qr * D + d) : make_float2(0.f, 0.f);
-        qa[k][r] = ptx::pack2<T>(v.x * qs, v.y * qs);
-      }
-  }
-
   const std::uint32_t wbase = ptx::smem_address(dsmem) + warp * Stages * 2 * TileBytes;
   // Byte offset of 16-byte chunk `ch` of key row `key` in a tile: chunks XOR-swizzled
   // by key % 8, so 8 consecutive rows at one chunk hit 8 distinct bank groups.
@@ -675,13 +649,50 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
     ptx::cp_async_commit();
   };
 
+  // Tiles whose keys all lie before the row's own position were cached by earlier runs
+  // (older_keys_settled): their copies start before the previous kernel ends, in the
+  // same order of cp.async groups as after it. Groups past the warp's tiles are empty.
+  auto settled = [&](int it) {
+    return it >= mine ||
+           (p.older_keys_settled && range.position(min(first_key(it) + KT, range.stop) - 1) < ri.pos);
+  };
+  int early = 0;
+  while (early < Stages - 1 && settled(early)) issue(early++);
+  // The next tiles into L2 (a hint), the tiles just issued being on their way already.
+  {
+    constexpr int Lines = D * 2 / 128;  // 128-byte lines per key row
+    for (int it = early; it < min(mine, kDecodePrefetchTiles); ++it)
+      for (int i = lane; i < KT * Lines; i += 32) {
+        const int pos = range.position(first_key(it) + i / Lines);
+        if (pos >= 0) {
+          ptx::prefetch_l2(p.slot.key(ri.seq, pos, kvh) + (i % Lines) * 64);
+          ptx::prefetch_l2(p.slot.value(ri.seq, pos, kvh) + (i % Lines) * 64);
+        }
+      }
+  }
+  pdl::wait();  // q (just rotated), the newest cache entries and out belong to earlier kernels
+
+  // Q[16, D] as A fragments: qa[k][.] covers dims [16k, 16k + 16); rows >= G are zero.
+  std::uint32_t qa[D / 16][4];
+  {
+    const float qs = p.scale * 1.4426950408889634f;  // log2(e): softmax in base 2
+    const float* q = p.q + static_cast<std::int64_t>(row) * p.heads * D + static_cast<std::int64_t>(kvh) * G * D;
+#pragma unroll
+    for (int k = 0; k < D / 16; ++k)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int qr = g + 8 * (r % 2), d = 16 * k + 8 * (r / 2) + c;
+        const float2 v = qr < G ? *reinterpret_cast<const float2*>(q + qr * D + d) : make_float2(0.f, 0.f);
+        qa[k][r] = ptx::pack2<T>(v.x * qs, v.y * qs);
+      }
+  }
+
   float o[DT][4];
 #pragma unroll
   for (int j = 0; j < DT; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // rows g, g + 8; l: this lane's columns only
 
-#pragma unroll
-  for (int s = 0; s < Stages - 1; ++s) issue(s);
+  for (int s = early; s < Stages - 1; ++s) issue(s);
   for (int it = 0; it < mine; ++it) {
     ptx::cp_async_wait<Stages - 2>();  // this lane's copies of tile it are done ...
     __syncwarp();                      // ... and every lane's; tile it - 1's stage is free
@@ -965,6 +976,9 @@ __global__ void __launch_bounds__(D) combine_kernel(const float* part_o, const f
 struct AttentionLaunch {
   int rows_per_tile = 1;
   int splits = 1;
+  /// One row per sequence (decode): no kernel this one may overlap writes a key at a
+  /// position below a row's own, so decode blocks copy those keys before waiting for it.
+  bool older_keys_settled = false;
 };
 
 /// Picks the tiling. Prefill (rows come in runs of one sequence): whole query
@@ -982,6 +996,7 @@ inline AttentionLaunch plan_attention(int n, int heads, int kv_heads, bool prefi
   AttentionLaunch l;
   const int group = heads / kv_heads;
   l.rows_per_tile = prefill_rows ? std::max(1, attn::kMaxQueries / group) : 1;
+  l.older_keys_settled = !prefill_rows;
   const int tiles = (n + l.rows_per_tile - 1) / l.rows_per_tile;
   const long blocks = static_cast<long>(tiles) * kv_heads;
   const int most = std::max(1, std::min(attn::kMaxSplits, max_keys / (2 * attn::kKeyTile)));
@@ -1106,7 +1121,8 @@ bool attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows,
                        1.0f / std::sqrt(static_cast<float>(slot.head_dim)),
                        workspace,
                        workspace ? workspace + static_cast<std::size_t>(q.rows) * heads * l.splits * slot.head_dim : nullptr,
-                       out16};
+                       out16,
+                       l.older_keys_settled};
   if (l.splits > 1 && !workspace) throw InvalidArgument("cuda attention: split-KV needs a workspace");
   if (l.splits < 1 || l.splits > attn::kMaxSplits)
     throw InvalidArgument("cuda attention: splits = " + std::to_string(l.splits) + ", expected 1.." +
