@@ -558,7 +558,8 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(Params<Slot> p) {
 /// Q and P are rounded to the KV type for the products (as FlashAttention does);
 /// the softmax, its running max / sum and the accumulation are fp32.
 inline constexpr int kDecodeWarps = 4;
-inline constexpr int kDecodeStages = 3;
+inline constexpr int kDecodeStages = 3;      ///< cp.async depth at two blocks per SM
+inline constexpr int kDecodeDeepStages = 4;  ///< at one block per SM: grids of at most half the SMs (batch 1-2)
 inline constexpr int kDecodeBlocksPerSm = 2;  ///< what the shared memory allows; plan_attention fills SMs by it
 inline constexpr int kDecodeMaxGroup = 16;    ///< the MMA's M
 inline constexpr int kDecodeMaxSplits = 16;   ///< the largest cluster sm_90 allows (non-portable size)
@@ -567,8 +568,8 @@ inline constexpr int kDecodePrefetchTiles = 4;  ///< a warp's tiles pulled into 
 template <int D>
 inline constexpr int kWarpKeys = 2048 / D;
 
-template <int D>
-inline constexpr std::size_t kDecodeSmemBytes = static_cast<std::size_t>(kDecodeWarps) * kDecodeStages * 2 * kWarpKeys<D> * D * 2;
+template <int D, int Stages = kDecodeStages>
+inline constexpr std::size_t kDecodeSmemBytes = static_cast<std::size_t>(kDecodeWarps) * Stages * 2 * kWarpKeys<D> * D * 2;
 
 /// Slots whose consecutive positions are rows a fixed stride apart (no ring wrap, no pages).
 template <class Slot>
@@ -576,11 +577,11 @@ inline constexpr bool kLinearPositions = false;
 template <class T>
 inline constexpr bool kLinearPositions<StridedSlot<T, false>> = true;
 
-template <class Slot, int D>
+template <class Slot, int D, int Stages>
 __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_kernel_mma(Params<Slot> p) {
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(p.slot.key(0, 0, 0))>>;
   static_assert(sizeof(T) == 2 && (D == 64 || D == 128));
-  constexpr int W = kDecodeWarps, Stages = kDecodeStages, KT = kWarpKeys<D>, MG = kDecodeMaxGroup;
+  constexpr int W = kDecodeWarps, KT = kWarpKeys<D>, MG = kDecodeMaxGroup;
   constexpr int Chunks = D / 8;               // 16-byte chunks per key row
   constexpr int RowsPerPass = 32 / Chunks;    // key rows a warp's 32 lanes copy at once
   constexpr int Passes = KT / RowsPerPass;
@@ -589,7 +590,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
   constexpr int TileBytes = KT * D * 2;       // one K (or V) tile
   static_assert(Passes * RowsPerPass == KT && KT % 16 == 0);
   // Merge scratch, reusing the tiles: Ow [W][16][D], m_w, l_w [W][16]; the block's partial O [16][D], (m, l) [16][2].
-  static_assert((W * MG * D + 2 * W * MG + MG * D + 2 * MG) * sizeof(float) <= kDecodeSmemBytes<D>);
+  static_assert((W * MG * D + 2 * W * MG + MG * D + 2 * MG) * sizeof(float) <= kDecodeSmemBytes<D, Stages>);
 
   extern __shared__ float4 dsmem[];  // [warp][stage][K, V][KT][D], rows swizzled; then merge scratch
 
@@ -1049,6 +1050,69 @@ void launch_combine(const attn::Params<Slot>& p, cudaStream_t s) {
          static_cast<const float*>(p.part_o), static_cast<const float*>(p.part_ml), p.out, p.heads, p.splits);
 }
 
+/// decode_kernel_mma's dynamic shared memory at `Stages`; raises the kernel's limits to it
+/// (and allows 16-block clusters) on first use.
+template <class Slot, int D, int Stages>
+std::size_t decode_mma_smem() {
+  constexpr std::size_t smem = attn::kDecodeSmemBytes<D, Stages>;
+  static const bool raised = [] {
+    LCKV_CUDA_CHECK(cudaFuncSetAttribute(attn::decode_kernel_mma<Slot, D, Stages>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    LCKV_CUDA_CHECK(cudaFuncSetAttribute(attn::decode_kernel_mma<Slot, D, Stages>,
+                                         cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+    return true;
+  }();
+  (void)raised;
+  return smem;
+}
+
+/// decode_kernel_mma with `Stages`-deep copy pipelines over `grid`, the splits of a row
+/// (grid.x) as one cluster.
+template <class Slot, int D, int Stages>
+void launch_decode_mma(const attn::Params<Slot>& p, dim3 grid, cudaStream_t s) {
+  const std::size_t smem = decode_mma_smem<Slot, D, Stages>();
+  if (grid.x == 1) launch("decode_kernel_mma", attn::decode_kernel_mma<Slot, D, Stages>, grid, attn::kDecodeWarps * 32, smem, s, p);
+  else
+    launch_clustered("decode_kernel_mma", attn::decode_kernel_mma<Slot, D, Stages>, grid, grid.x,
+                     attn::kDecodeWarps * 32, smem, s, p);
+}
+
+/// Whether a decode grid takes the deeper pipeline: its shared memory leaves one block per SM,
+/// which pays off only when the grid covers at most half the SMs (batch 1-2: a warp's own
+/// copies in flight set the time; at batch 8 / 1K it ran 50% slower, docs/benchmarks-cuda.md)
+/// and every cluster of the grid still fits on the device at once (a cluster's blocks share
+/// a GPC).
+template <class Slot, int D>
+bool decode_runs_deep(dim3 grid) {
+  static const int sms = [] {
+    int dev = 0, n = 0;
+    LCKV_CUDA_CHECK(cudaGetDevice(&dev));
+    LCKV_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+    return n;
+  }();
+  const long blocks = static_cast<long>(grid.x) * grid.y * grid.z;
+  if (blocks * 2 > sms) return false;
+  if (grid.x == 1) return true;
+  // Clusters the device holds at once, per cluster size (the answer depends on nothing else).
+  static int fits[attn::kDecodeMaxSplits + 1] = {};
+  int& most = fits[grid.x];
+  if (most == 0) {
+    constexpr int Deep = attn::kDecodeDeepStages;
+    cudaLaunchAttribute cluster;
+    cluster.id = cudaLaunchAttributeClusterDimension;
+    cluster.val.clusterDim = {grid.x, 1, 1};
+    cudaLaunchConfig_t config{};
+    config.gridDim = grid;
+    config.blockDim = attn::kDecodeWarps * 32;
+    config.dynamicSmemBytes = decode_mma_smem<Slot, D, Deep>();
+    config.attrs = &cluster;
+    config.numAttrs = 1;
+    LCKV_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&most, attn::decode_kernel_mma<Slot, D, Deep>, &config));
+    if (most == 0) most = -1;  // remembered: this cluster size cannot run at the deep setting
+  }
+  return most > 0 && static_cast<long>(grid.y) * grid.z <= most;
+}
+
 /// Decode rows (one per block) of 16-bit KV go to decode_kernel_mma (splits,
 /// at most kDecodeMaxSplits, merged inside its cluster), of fp32 KV at head_dim
 /// 64 to decode_kernel; prefill tiles and the rest to attention_kernel, a
@@ -1059,21 +1123,12 @@ bool launch_attention_d(attn::Params<Slot> p, int kv_heads, cudaStream_t s) {
   if (p.rows_per_tile == 1) {
     if constexpr (sizeof(T) == 2) {
       if (p.group <= attn::kDecodeMaxGroup) {
-        constexpr std::size_t smem = attn::kDecodeSmemBytes<D>;
-        static const bool raised = [] {
-          LCKV_CUDA_CHECK(cudaFuncSetAttribute(attn::decode_kernel_mma<Slot, D>,
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-          LCKV_CUDA_CHECK(cudaFuncSetAttribute(attn::decode_kernel_mma<Slot, D>,
-                                               cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
-          return true;
-        }();
-        (void)raised;
         p.splits = std::min(p.splits, attn::kDecodeMaxSplits);  // a cluster holds a row's splits
         const dim3 grid(p.splits, kv_heads, p.n);
-        if (p.splits == 1) launch("decode_kernel_mma", attn::decode_kernel_mma<Slot, D>, grid, attn::kDecodeWarps * 32, smem, s, p);
+        if (decode_runs_deep<Slot, D>(grid))
+          launch_decode_mma<Slot, D, attn::kDecodeDeepStages>(p, grid, s);
         else
-          launch_clustered("decode_kernel_mma", attn::decode_kernel_mma<Slot, D>, grid, p.splits,
-                           attn::kDecodeWarps * 32, smem, s, p);
+          launch_decode_mma<Slot, D, attn::kDecodeStages>(p, grid, s);
         return p.out16 != nullptr;
       }
     } else if constexpr (D == 64) {
