@@ -79,7 +79,7 @@ __device__ __forceinline__ uint4 load_weights16(const void* p) {
 
 /// Blocks per SM that kernels::gemv's registers must leave room for: one-row
 /// tiles of 4 outputs (o_proj, down_proj) fill every SM four deep in one wave,
-/// other one-row tiles three deep (four made the GLU spill and run 4% slower,
+/// other one-row tiles three deep (four made the GLU spill and the batch-1 step 4-5% slower,
 /// docs/benchmarks-cuda.md), 8-row groups two deep.
 constexpr int gemv_min_blocks(int R, int TO) { return R == 1 ? (TO <= 4 ? 4 : 3) : (R == 8 ? 2 : 1); }
 
