@@ -101,6 +101,8 @@ struct AttentionCase {
 std::vector<float> attention(const AttentionCase& c);
 /// Key splits cuda::plan_attention picks (host code: runs without a device).
 int planned_splits(int rows, int heads, int kv_heads, bool prefill_rows, int num_sms, int max_keys);
+/// Whether that plan lets decode blocks copy keys before the previous kernel ends.
+bool planned_early_copies(int rows, bool prefill_rows);
 /// The cache contents (K then V, [seq][pos][kv_head][dim]) after store_kv of every
 /// position and zero_kv of `zero_rows`.
 std::vector<float> store_then_zero(const AttentionCase& c, const std::vector<RowInfo>& zero_rows);

@@ -53,6 +53,10 @@ int planned_splits(int rows, int heads, int kv_heads, bool prefill_rows, int num
   return cuda::plan_attention(rows, heads, kv_heads, prefill_rows, num_sms, max_keys).splits;
 }
 
+bool planned_early_copies(int rows, bool prefill_rows) {
+  return cuda::plan_attention(rows, 32, 4, prefill_rows, 132).older_keys_settled;
+}
+
 std::vector<float> attention(const AttentionCase& c) {
   return with_case_cache(c, [&](auto& cache, auto tag) {
     using T = decltype(tag);

@@ -505,6 +505,11 @@ TEST_CASE("decode split plan: fills the SMs, at most one split per 512 keys and 
   CHECK(cudatest::planned_splits(256, heads, kv_heads, false, sms, 2048) == 1);
   CHECK(cudatest::planned_splits(1, heads, kv_heads, false, sms, 256) == 1);     // short rows: no split
   CHECK(cudatest::planned_splits(1024, heads, kv_heads, true, sms, 2048) == 2);  // prefill tiles: unchanged
+  // Keys below a row's position are settled only with one row per sequence: a prefill run
+  // writes its own earlier positions in the kernels just before the attention.
+  CHECK(cudatest::planned_early_copies(8, false));
+  CHECK_FALSE(cudatest::planned_early_copies(8, true));
+  CHECK_FALSE(cudatest::planned_early_copies(1024, true));
   for (int rows : {1, 2, 3, 7, 8, 31, 64, 300})
     for (int keys = 64; keys <= 65536; keys *= 2) {
       const int s = cudatest::planned_splits(rows, heads, kv_heads, false, sms, keys);

@@ -1071,7 +1071,8 @@ std::size_t decode_mma_smem() {
 template <class Slot, int D, int Stages>
 void launch_decode_mma(const attn::Params<Slot>& p, dim3 grid, cudaStream_t s) {
   const std::size_t smem = decode_mma_smem<Slot, D, Stages>();
-  if (grid.x == 1) launch("decode_kernel_mma", attn::decode_kernel_mma<Slot, D, Stages>, grid, attn::kDecodeWarps * 32, smem, s, p);
+  if (grid.x == 1)
+    launch("decode_kernel_mma", attn::decode_kernel_mma<Slot, D, Stages>, grid, attn::kDecodeWarps * 32, smem, s, p);
   else
     launch_clustered("decode_kernel_mma", attn::decode_kernel_mma<Slot, D, Stages>, grid, grid.x,
                      attn::kDecodeWarps * 32, smem, s, p);

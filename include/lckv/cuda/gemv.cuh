@@ -3,8 +3,8 @@
 /// The weight-streaming GEMV of decode at 1-8 rows: y (+)= x W^T with x fp32
 /// [rows, in], W [out, in] row-major (fp32, bf16, fp16), y fp32 [rows, out].
 /// One launch may also
-///   - normalise x first (RMSNorm: every block computes its rows' 1 / rms;
-///     the norm weight scales x as it is read, 1 / rms scales the sums),
+///   - normalise x first (RMSNorm: the norm weight scales x as it is read, the
+///     block sums x's squares in the same pass, 1 / rms scales the sums),
 ///   - feed up to three weight matrices with the same x (q, k and v),
 ///   - rotate q and k by RoPE and write k and v into a KV cache slot instead of
 ///     y (GemvRopeStore: a layer's whole attention input in one launch),
@@ -96,9 +96,9 @@ constexpr int gemv_min_blocks(int R, int TO) { return R == 1 ? (TO <= 4 ? 4 : 3)
 /// Epi: GemvPlainStore, or GemvRopeStore<Slot> (its first TO / 2 outputs are
 /// i.. of a head, the other TO / 2 the partners i + head_dim / 2..).
 template <class W, int R, int TO, bool GLU, bool NORM, class Epi = GemvPlainStore>
-__global__ void __launch_bounds__(256, gemv_min_blocks(R, TO)) gemv(const float* __restrict__ x, GemvTargets<W> targets, int rows, int in,
-                                            int groups, bool accumulate, const W* __restrict__ up, GemvNorm<W> norm,
-                                            Epi epi = {}) {
+__global__ void __launch_bounds__(256, gemv_min_blocks(R, TO))
+    gemv(const float* __restrict__ x, GemvTargets<W> targets, int rows, int in, int groups, bool accumulate,
+         const W* __restrict__ up, GemvNorm<W> norm, Epi epi = {}) {
   constexpr bool ROPE = !std::is_same_v<Epi, GemvPlainStore>;
   static_assert(!GLU || TO % 2 == 0);
   static_assert(!ROPE || (!GLU && TO % 2 == 0));
