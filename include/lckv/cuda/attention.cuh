@@ -31,6 +31,7 @@
 #include <cfloat>
 #include <climits>
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -1094,9 +1095,10 @@ bool decode_runs_deep(dim3 grid) {
   const long blocks = static_cast<long>(grid.x) * grid.y * grid.z;
   if (blocks * 2 > sms) return false;
   if (grid.x == 1) return true;
-  // Clusters the device holds at once, per cluster size (the answer depends on nothing else).
-  static int fits[attn::kDecodeMaxSplits + 1] = {};
-  int& most = fits[grid.x];
+  // Clusters the device holds at once, per cluster size (the answer depends on nothing else);
+  // 0: not asked yet. Threads that race here compute the same value.
+  static std::atomic<int> fits[attn::kDecodeMaxSplits + 1] = {};
+  int most = fits[grid.x].load(std::memory_order_relaxed);
   if (most == 0) {
     constexpr int Deep = attn::kDecodeDeepStages;
     cudaLaunchAttribute cluster;
@@ -1110,6 +1112,7 @@ bool decode_runs_deep(dim3 grid) {
     config.numAttrs = 1;
     LCKV_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&most, attn::decode_kernel_mma<Slot, D, Deep>, &config));
     if (most == 0) most = -1;  // remembered: this cluster size cannot run at the deep setting
+    fits[grid.x].store(most, std::memory_order_relaxed);
   }
   return most > 0 && static_cast<long>(grid.y) * grid.z <= most;
 }
