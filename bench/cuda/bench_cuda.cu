@@ -92,12 +92,6 @@ void time_per_launch(benchmark::State& state, cudaStream_t s, F&& run) {
   }
 }
 
-int num_sms() {
-  int n = 0;
-  LCKV_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, 0));
-  return n;
-}
-
 // ---------------------------------------------------------------- ceilings
 
 void BM_CopyBandwidth(benchmark::State& state) {
@@ -189,7 +183,7 @@ void BM_DecodeAttention(benchmark::State& state) {
   }
   int bucket = 64;
   while (bucket < S + 1) bucket *= 2;
-  lc::AttentionLaunch l = lc::plan_attention(B, heads, kv_heads, false, num_sms(), bucket);
+  lc::AttentionLaunch l = lc::plan_attention(B, heads, kv_heads, false, lc::device_sms(), bucket);
   if (state.range(4) > 0) l.splits = static_cast<int>(state.range(4));  // a fixed split count instead of the plan's
   lc::DeviceBuffer<float> ws(lc::attention_workspace_floats(B, heads, D, l));
   lc::Stream s;
@@ -293,7 +287,7 @@ void BM_DecodeOps(benchmark::State& state) {
     randomize(cache->slot(0).k, cache->allocated_bytes() / 4, 10);
     randomize(cache->slot(0).v, cache->allocated_bytes() / 4, 11);
     for (int b = 0; b < B; ++b) cache->open();
-    l = lc::plan_attention(B, 32, 4, false, num_sms(), 2048);
+    l = lc::plan_attention(B, 32, 4, false, lc::device_sms(), 2048);
     ws = lc::DeviceBuffer<float>(lc::attention_workspace_floats(B, 32, 64, l));
   }
   double bytes = 0;
@@ -370,7 +364,7 @@ void BM_SkinnyGemm(benchmark::State& state) {
   lc::Stream s;
   lc::Gemm gemm(s.get());
   gemm.set_skinny(false);  // impl 0 is cuBLAS for every shape
-  lc::SkinnyWorkspace ws(num_sms());
+  lc::SkinnyWorkspace ws(lc::device_sms());
   const std::size_t big = static_cast<std::size_t>(B) * 32000;
   lc::DeviceBuffer<float> x(big), y(big), up(big);
   {

@@ -223,11 +223,6 @@ decltype(auto) with_16bit_type(DType t, F&& f) {
   if (t == DType::F16) return f(__half{});
   throw std::logic_error("skinny GEMM: 16-bit weights only");
 }
-int device_sms() {
-  int sms = 1;
-  LCKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  return sms;
-}
 }  // namespace
 
 std::vector<float> linear_tc(const std::vector<float>& x, int rows, int in, const std::vector<float>& w, int out, DType wt,
@@ -235,7 +230,7 @@ std::vector<float> linear_tc(const std::vector<float>& x, int rows, int in, cons
   return with_16bit_type(wt, [&](auto tag) {
     using W = decltype(tag);
     cuda::Stream stream;
-    cuda::SkinnyWorkspace ws(device_sms());
+    cuda::SkinnyWorkspace ws(cuda::device_sms());
     auto dx = to_device(x);
     auto dw = converted<W>(w);
     auto y = y0 ? to_device(*y0) : poisoned(static_cast<std::size_t>(rows) * out);
@@ -250,7 +245,7 @@ std::vector<float> gate_up_swiglu_tc(const std::vector<float>& x, int rows, int 
   return with_16bit_type(wt, [&](auto tag) {
     using W = decltype(tag);
     cuda::Stream stream;
-    cuda::SkinnyWorkspace ws(device_sms());
+    cuda::SkinnyWorkspace ws(cuda::device_sms());
     auto dx = to_device(x);
     auto dg = converted<W>(wg);
     auto du = converted<W>(wu);

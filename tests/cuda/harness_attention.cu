@@ -65,9 +65,7 @@ std::vector<float> attention(const AttentionCase& c) {
     auto dr = to_device(c.rows);
     auto out = poisoned(c.q.size());
     DeviceBuffer<T> out16(c.out16 ? c.q.size() : 0);
-    int sms = 1;
-    LCKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-    cuda::AttentionLaunch l = cuda::plan_attention(n, c.heads, c.kv_heads, c.prefill_tiles, sms);
+    cuda::AttentionLaunch l = cuda::plan_attention(n, c.heads, c.kv_heads, c.prefill_tiles, cuda::device_sms());
     if (c.splits > 0) l.splits = c.splits;
     DeviceBuffer<float> ws(cuda::attention_workspace_floats(n, c.heads, c.head_dim, l));
     ws.fill_bytes(0xFF);

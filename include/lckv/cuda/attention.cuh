@@ -45,6 +45,7 @@
 #include "lckv/cache/slot_view.hpp"
 #include "lckv/core/buffer.hpp"
 #include "lckv/core/rows.hpp"
+#include "lckv/cuda/device_memory.cuh"
 #include "lckv/cuda/dtype.cuh"
 #include "lckv/cuda/error.cuh"
 #include "lckv/cuda/launch.cuh"
@@ -1086,14 +1087,8 @@ void launch_decode_mma(const attn::Params<Slot>& p, dim3 grid, cudaStream_t s) {
 /// a GPC).
 template <class Slot, int D>
 bool decode_runs_deep(dim3 grid) {
-  static const int sms = [] {
-    int dev = 0, n = 0;
-    LCKV_CUDA_CHECK(cudaGetDevice(&dev));
-    LCKV_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-    return n;
-  }();
   const long blocks = static_cast<long>(grid.x) * grid.y * grid.z;
-  if (blocks * 2 > sms) return false;
+  if (blocks * 2 > device_sms()) return false;
   if (grid.x == 1) return true;
   // Clusters the device holds at once, per cluster size (the answer depends on nothing else);
   // 0: not asked yet. Threads that race here compute the same value.

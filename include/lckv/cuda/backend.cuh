@@ -283,11 +283,7 @@ private:
   }
 
   struct Context {
-    explicit Context(CudaBackendOptions o) : options(o), gemm(stream.get()) {
-      int dev = 0;
-      LCKV_CUDA_CHECK(cudaGetDevice(&dev));
-      LCKV_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, dev));
-    }
+    explicit Context(CudaBackendOptions o) : options(o), gemm(stream.get()), num_sms(device_sms()) {}
     const void* stage_bytes(const void* host, std::size_t bytes) {
       const std::size_t at = (offset + 255) / 256 * 256;
       if (at + bytes > arena.size()) {

@@ -40,6 +40,14 @@ inline bool device_available(std::string* why = nullptr) {
   return true;
 }
 
+/// Streaming multiprocessors of the current device (grid sizing and launch plans).
+inline int device_sms() {
+  int dev = 0, sms = 1;
+  LCKV_CUDA_CHECK(cudaGetDevice(&dev));
+  LCKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  return sms;
+}
+
 /// `bytes` of device memory, or OutOfDeviceMemory / CudaError.
 inline void* device_malloc(std::size_t bytes) {
   if (bytes == 0) return nullptr;

@@ -274,12 +274,6 @@ private:
                                    DTypeTraits<W>::cuda_type, in, b, DTypeTraits<W>::cuda_type, in, &beta, y.data,
                                    CUDA_R_32F, y.cols, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
-  static int device_sms() {
-    int dev = 0, sms = 1;
-    LCKV_CUDA_CHECK(cudaGetDevice(&dev));
-    LCKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    return sms;
-  }
   /// Where the skinny GEMM came closest to cuBLAS inside a CUDA Graph: wide outputs (lm_head), 9-64 rows.
   template <StorageType W>
   bool takes_skinny(MatrixView<const float> x, const W* w, int out) const {
