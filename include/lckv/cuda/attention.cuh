@@ -1035,13 +1035,7 @@ template <class Slot, int D, int MaxQ>
 void launch_attention_q(const attn::Params<Slot>& p, int kv_heads, cudaStream_t s) {
   const int nq = p.rows_per_tile * p.group;
   const std::size_t smem = attn::smem_floats<D>(nq) * sizeof(float);
-  static const bool raised = [] {
-    LCKV_CUDA_CHECK(cudaFuncSetAttribute(attn::attention_kernel<Slot, D, MaxQ>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(attn::smem_floats<D>(MaxQ) * sizeof(float))));
-    return true;
-  }();
-  (void)raised;
+  prepare_kernel(attn::attention_kernel<Slot, D, MaxQ>, static_cast<int>(attn::smem_floats<D>(MaxQ) * sizeof(float)));
   const dim3 grid(p.splits, kv_heads, (p.n + p.rows_per_tile - 1) / p.rows_per_tile);
   launch("attention_kernel", attn::attention_kernel<Slot, D, MaxQ>, grid, attn::kThreads, smem, s, p);
 }
@@ -1057,14 +1051,7 @@ void launch_combine(const attn::Params<Slot>& p, cudaStream_t s) {
 template <class Slot, int D, int Stages>
 std::size_t decode_mma_smem() {
   constexpr std::size_t smem = attn::kDecodeSmemBytes<D, Stages>;
-  static const bool raised = [] {
-    LCKV_CUDA_CHECK(cudaFuncSetAttribute(attn::decode_kernel_mma<Slot, D, Stages>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    LCKV_CUDA_CHECK(cudaFuncSetAttribute(attn::decode_kernel_mma<Slot, D, Stages>,
-                                         cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
-    return true;
-  }();
-  (void)raised;
+  prepare_kernel(attn::decode_kernel_mma<Slot, D, Stages>, static_cast<int>(smem), /*clusters16=*/true);
   return smem;
 }
 

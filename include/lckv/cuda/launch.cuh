@@ -26,6 +26,8 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <mutex>
+#include <unordered_set>
 #include <utility>
 
 #include "lckv/cuda/error.cuh"
@@ -108,6 +110,39 @@ void launch_ex(const char* name, void (*kernel)(Params...), dim3 grid, dim3 bloc
   }
 }
 }  // namespace detail
+
+namespace detail {
+/// The kernels prepare_kernel has set up, by address.
+struct PreparedKernels {
+  std::mutex m;
+  std::unordered_set<const void*> done;
+  bool contains(const void* k) {
+    const std::lock_guard<std::mutex> lock(m);
+    return done.count(k) != 0;
+  }
+  void add(const void* k) {
+    const std::lock_guard<std::mutex> lock(m);
+    done.insert(k);
+  }
+};
+inline PreparedKernels& prepared_kernels() {
+  static PreparedKernels p;
+  return p;
+}
+}  // namespace detail
+
+/// Raises `kernel`'s dynamic shared-memory limit to `smem_bytes` and, with `clusters16`, allows
+/// it clusters of up to 16 blocks; once per kernel. Keyed by the kernel's address, not by its
+/// template: without relocatable device code every translation unit has its own copy of a
+/// kernel, and the attributes belong to the copy.
+template <class... Params>
+void prepare_kernel(void (*kernel)(Params...), int smem_bytes, bool clusters16 = false) {
+  const void* address = reinterpret_cast<const void*>(kernel);
+  if (detail::prepared_kernels().contains(address)) return;
+  LCKV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes));
+  if (clusters16) LCKV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+  detail::prepared_kernels().add(address);  // after success: a failed call is retried (and fails) next time
+}
 
 /// Launches `kernel<<<grid, block, smem, stream>>>(args...)`, overlapped with
 /// the previous kernel when overlapped_launches(); checks the launch.
