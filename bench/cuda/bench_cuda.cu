@@ -352,19 +352,20 @@ void BM_DecodeOps(benchmark::State& state) {
   state.counters["bytes_per_s"] = benchmark::Counter(bytes * state.iterations(), benchmark::Counter::kIsRate);
 }
 
-/// The decode GEMMs at batch 16-128: impl 0 = lc::Gemm::linear (cuBLAS above 8 rows; op 9 =
-/// gate_up_swiglu, i.e. two GEMMs and swiglu there), 1 = the tensor-core skinny GEMM (op 9: one
-/// fused launch). Ops as in BM_DecodeOps: 0 q_proj, 1 k_proj, 2 gate, 3 down, 4 lm_head, 9 gate+up+SwiGLU.
+/// The decode GEMMs at batch 16-64: impl 0 = lc::Gemm::linear with the skinny GEMM off (cuBLAS
+/// above 8 rows; op 9 = gate_up_swiglu, i.e. two GEMMs and swiglu there), 1 = the tensor-core
+/// skinny GEMM (op 9: one fused launch) with `splits` blocks per tile (0: its own choice). Ops as
+/// in BM_DecodeOps: 0 q_proj, 1 k_proj, 2 gate, 3 down, 4 lm_head, 9 gate+up+SwiGLU.
 /// bytes_per_s counts the weights once plus x and y in fp32.
 void BM_SkinnyGemm(benchmark::State& state) {
   const int op = static_cast<int>(state.range(0)), B = static_cast<int>(state.range(1));
   const bool skinny = state.range(2) == 1;
+  const lc::SkinnyOptions options{lc::device_sms(), static_cast<int>(state.range(3))};
   const int shapes[5][2] = {{2048, 2048}, {2048, 256}, {2048, 5632}, {5632, 2048}, {2048, 32000}};
   const int in = op == 9 ? 2048 : shapes[op][0], out = op == 9 ? 5632 : shapes[op][1];
   lc::Stream s;
   lc::Gemm gemm(s.get());
   gemm.set_skinny(false);  // impl 0 is cuBLAS for every shape
-  lc::SkinnyWorkspace ws(lc::device_sms());
   const std::size_t big = static_cast<std::size_t>(B) * 32000;
   lc::DeviceBuffer<float> x(big), y(big), up(big);
   {
@@ -380,12 +381,12 @@ void BM_SkinnyGemm(benchmark::State& state) {
   const MatrixView<float> yv{y.data(), B, out};
   auto run = [&] {
     if (op == 9) {
-      if (skinny) lc::skinny_gate_up_swiglu(xv, w.data(), w.data() + wsz, yv, ws, s.get());
+      if (skinny) lc::skinny_gate_up_swiglu(xv, w.data(), w.data() + wsz, yv, options, s.get());
       else
         gemm.gate_up_swiglu(xv, static_cast<const bf16*>(nullptr), 0.0f, MatrixView<float>{}, w.data(), w.data() + wsz, yv,
                             MatrixView<float>{up.data(), B, out});
     } else {
-      if (skinny) lc::skinny_linear(xv, w.data(), yv, false, ws, s.get());
+      if (skinny) lc::skinny_linear(xv, w.data(), yv, false, options, s.get());
       else gemm.linear(xv, w.data(), yv, false);
     }
   };
@@ -549,12 +550,14 @@ void BM_TinyLlamaDecodeStep(benchmark::State& state) {
   randomize(cache.slot(0).k, cache.allocated_bytes() / 4, 6);
   randomize(cache.slot(0).v, cache.allocated_bytes() / 4, 7);
   Transformer<lc::CudaBackend<bf16>, Cache> model(m.config, m.weights.view());
-  // variant: 0 = a launch per plain op, serialised launches, cuBLAS above 8 rows (the backend before
-  // this change); 1 = fused steps, serialised; 2 = fused steps, overlapped launches; 3 = 2 + the
-  // skinny tensor-core GEMM at 9-64 rows (the default).
+  // variant: 0 = a launch per plain op, serialised launches, cuBLAS above 8 rows; 1 = fused steps,
+  // serialised; 2 = fused steps, overlapped launches, the skinny tensor-core GEMM at 9-16 rows (the
+  // default); 3 = 2 with cuBLAS instead of the skinny GEMM (norm, RoPE, SwiGLU as launches of their own).
+  // `splits` forces the skinny GEMM's cluster size (0: its own choice).
   const int variant = static_cast<int>(state.range(3));
   model.backend().set_fusion(variant >= 1);
-  model.backend().set_skinny(variant >= 3);
+  model.backend().set_skinny(variant == 1 || variant == 2);
+  model.backend().set_skinny_splits(static_cast<int>(state.range(4)));  // 0: the launcher's choice
   lc::set_overlapped_launches(variant >= 2);
   std::vector<int> seqs;
   for (int b = 0; b < B; ++b) {
@@ -663,8 +666,9 @@ BENCHMARK(BM_DecodeOps)
     ->Iterations(5)
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_SkinnyGemm)
-    ->ArgNames({"op", "batch", "impl"})
-    ->ArgsProduct({{0, 1, 2, 3, 4, 9}, {16, 32, 64, 128}, {0, 1}})
+    ->ArgNames({"op", "batch", "impl", "splits"})
+    ->ArgsProduct({{0, 1, 2, 3, 4, 9}, {16, 32, 64}, {0}, {0}})
+    ->ArgsProduct({{0, 1, 2, 3, 4, 9}, {16, 32, 64}, {1}, {0, 1, 2, 4, 8, 16}})
     ->UseManualTime()
     ->Iterations(5)
     ->Unit(benchmark::kMicrosecond);
@@ -675,9 +679,10 @@ BENCHMARK(BM_GemmAlgos)
     ->Iterations(1)
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_TinyLlamaDecodeStep)
-    ->ArgNames({"batch", "context", "lckv", "variant"})
-    ->ArgsProduct({{1}, {1024, 8192}, {0, 1}, {0, 1, 2}})
-    ->ArgsProduct({{32, 128}, {1024, 8192}, {0, 1}, {0, 2, 3}})
+    ->ArgNames({"batch", "context", "lckv", "variant", "splits"})
+    ->ArgsProduct({{1}, {1024, 8192}, {0, 1}, {0, 1, 2}, {0}})
+    ->ArgsProduct({{16, 32, 64, 128}, {1024, 8192}, {0, 1}, {0, 2, 3}, {0}})
+    ->ArgsProduct({{16}, {1024}, {0}, {2}, {1, 2, 4, 8}})
     ->Iterations(40)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_TinyLlamaPrefill)

@@ -21,7 +21,7 @@ def load(path):
         if not b["name"].startswith("BM_TinyLlamaDecodeStep/"):
             continue
         a = dict(p.split(":") for p in b["name"].split("/")[1:] if ":" in p)
-        if a.get("variant") != "2":
+        if a.get("variant") != "2" or a.get("splits", "0") != "0":
             continue
         roofline_ms = b["bytes_MB"] * 1e6 / copy * 1e3
         key = (int(a["batch"]), int(a["context"]), "lckv-w2" if a["lckv"] == "1" else "standard")

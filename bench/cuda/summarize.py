@@ -108,7 +108,8 @@ def main(path):
         for b in dec:
             parts = args(b)
             roof = b["bytes_MB"] * 1e6 / bw * 1e3
-            print(f"{parts.get('variant', '-'):>7} {parts['batch']:>5} {parts['context']:>7} {plan_name(parts):>8} "
+            variant = parts.get("variant", "-") + (f"/s{parts['splits']}" if parts.get("splits", "0") != "0" else "")
+            print(f"{variant:>7} {parts['batch']:>5} {parts['context']:>7} {plan_name(parts):>8} "
                   f"{b['bytes_MB']:>8.0f} {roof:>11.3f} {b['device_ms']:>9.3f} {roof / b['device_ms']:>7.2f} "
                   f"{b['wall_ms']:>8.3f} {roof / b['wall_ms']:>7.2f} {b['tokens_per_s']:>8.0f}")
 

@@ -226,31 +226,31 @@ decltype(auto) with_16bit_type(DType t, F&& f) {
 }  // namespace
 
 std::vector<float> linear_tc(const std::vector<float>& x, int rows, int in, const std::vector<float>& w, int out, DType wt,
-                             const std::vector<float>* y0) {
+                             const std::vector<float>* y0, int splits) {
   return with_16bit_type(wt, [&](auto tag) {
     using W = decltype(tag);
     cuda::Stream stream;
-    cuda::SkinnyWorkspace ws(cuda::device_sms());
     auto dx = to_device(x);
     auto dw = converted<W>(w);
     auto y = y0 ? to_device(*y0) : poisoned(static_cast<std::size_t>(rows) * out);
-    cuda::skinny_linear(cmat(dx, rows, in), dw.data(), mat(y, rows, out), y0 != nullptr, ws, stream.get());
+    cuda::skinny_linear(cmat(dx, rows, in), dw.data(), mat(y, rows, out), y0 != nullptr,
+                        cuda::SkinnyOptions{cuda::device_sms(), splits}, stream.get());
     stream.synchronize();
     return to_host(y);
   });
 }
 
 std::vector<float> gate_up_swiglu_tc(const std::vector<float>& x, int rows, int in, const std::vector<float>& wg,
-                                     const std::vector<float>& wu, int out, DType wt) {
+                                     const std::vector<float>& wu, int out, DType wt, int splits) {
   return with_16bit_type(wt, [&](auto tag) {
     using W = decltype(tag);
     cuda::Stream stream;
-    cuda::SkinnyWorkspace ws(cuda::device_sms());
     auto dx = to_device(x);
     auto dg = converted<W>(wg);
     auto du = converted<W>(wu);
     auto y = poisoned(static_cast<std::size_t>(rows) * out);
-    cuda::skinny_gate_up_swiglu(cmat(dx, rows, in), dg.data(), du.data(), mat(y, rows, out), ws, stream.get());
+    cuda::skinny_gate_up_swiglu(cmat(dx, rows, in), dg.data(), du.data(), mat(y, rows, out),
+                                cuda::SkinnyOptions{cuda::device_sms(), splits}, stream.get());
     stream.synchronize();
     return to_host(y);
   });

@@ -44,13 +44,15 @@ std::vector<float> gate_up_swiglu(const std::vector<float>& x, int rows, int in,
                                   const std::vector<float>& wu, int out, DType wt, bool fused,
                                   const std::vector<float>* norm = nullptr, float eps = 1e-5f);
 /// linear and gate_up_swiglu through the tensor-core skinny GEMM (cuda::skinny_linear,
-/// cuda::skinny_gate_up_swiglu) called directly: 16-bit weights, rows <= kSkinnyMaxRows.
+/// cuda::skinny_gate_up_swiglu) called directly: 16-bit weights, rows <= kSkinnyMaxRows;
+/// `splits` forces the split-K cluster size (0: the launcher's choice).
 std::vector<float> linear_tc(const std::vector<float>& x, int rows, int in, const std::vector<float>& w, int out, DType wt,
-                             const std::vector<float>* y0);
+                             const std::vector<float>* y0, int splits = 0);
 std::vector<float> gate_up_swiglu_tc(const std::vector<float>& x, int rows, int in, const std::vector<float>& wg,
-                                     const std::vector<float>& wu, int out, DType wt);
+                                     const std::vector<float>& wu, int out, DType wt, int splits = 0);
 /// RMSNorm(x; norm, eps) W_s^T for each matrix w[s] ([out[s], in]) through CudaBackend::norm_project
-/// (one launch when `fused` and rows <= 8, else rmsnorm + linear each); outputs concatenated.
+/// (one launch when `fused` and rows <= 8, or 9-64 rows of 16-bit weights; else rmsnorm + linear
+/// each); outputs concatenated.
 std::vector<float> norm_project(const std::vector<float>& x, int rows, int in, const std::vector<float>& norm, float eps,
                                 const std::vector<std::vector<float>>& w, const std::vector<int>& out, DType wt,
                                 bool fused);
@@ -62,8 +64,9 @@ struct RopeStoreResult {
 RopeStoreResult rope_store_kv(const std::vector<float>& q, int heads, const std::vector<float>& k,
                               const std::vector<float>& v, int kv_heads, int head_dim, const std::vector<RowInfo>& rows,
                               float theta, DType kv, int max_len);
-/// steps::attention_input through CudaBackend (one GEMV launch when `fused` and rows <= 8; with
-/// `packed` q / k / v lie back to back in one allocation, so 9-256 rows take one GEMM):
+/// steps::attention_input through CudaBackend (one launch when `fused` and rows <= 64: the GEMV,
+/// or the skinny GEMM at 9-64 rows of 16-bit weights; with `packed` q / k / v lie back to back in
+/// one allocation, so the other rows up to 256 take one cuBLAS GEMM):
 /// x [rows, in] normalised by `norm` (eps 1e-5), projected by wq ([heads * head_dim, in]) and,
 /// unless wk is empty, wk and wv ([kv_heads * head_dim, in]); RoPE at each row's pos (theta > 0);
 /// K and V into a fresh NaN-poisoned contiguous cache of the weight type (max_len positions per

@@ -185,7 +185,7 @@ TEST_CASE("gate_up_swiglu (fused GEMV with SwiGLU epilogue) vs CPU" * doctest::s
       CAPTURE(in);
       const auto Wg = rounded(t, randn(static_cast<std::size_t>(out) * in, rng, 0.05f));
       const auto Wu = rounded(t, randn(static_cast<std::size_t>(out) * in, rng, 0.05f));
-      for (int m : {1, 2, 5, 8, 13}) {  // 13: the unfused path (cuBLAS, x rounded)
+      for (int m : {1, 2, 5, 8, 13, 40}) {  // 13: the skinny GEMM (fp32: cuBLAS); 40: cuBLAS (16-bit: x rounded)
         CAPTURE(m);
         const auto xm = randn(static_cast<std::size_t>(m) * in, rng, 3.0f);
         const auto xr = m <= 8 ? xm : rounded(t, xm);
@@ -209,7 +209,8 @@ TEST_CASE("gate_up_swiglu (fused GEMV with SwiGLU epilogue) vs CPU" * doctest::s
 }
 
 TEST_CASE("norm_project (RMSNorm + 1-3 projections in one GEMV launch) vs CPU" * doctest::skip(!gpu())) {
-  // q / k / v shapes of a GQA layer, plus awkward sizes; 1-8 rows fuse, 13 rows take rmsnorm + cuBLAS.
+  // q / k / v shapes of a GQA layer, plus awkward sizes; 1-8 rows fuse (the GEMV), and so do 9-16
+  // rows of 16-bit weights (the skinny GEMM); else rmsnorm + cuBLAS.
   const std::vector<std::vector<int>> outs = {{512, 128, 128}, {1000}, {24, 3000}, {256, 64, 64}};
   const int ins[] = {256, 520, 136, 2048};
   for (DType t : {DType::F32, DType::BF16, DType::F16}) {
@@ -222,7 +223,7 @@ TEST_CASE("norm_project (RMSNorm + 1-3 projections in one GEMV launch) vs CPU" *
       std::vector<std::vector<float>> W;
       for (int out : outs[shape]) W.push_back(rounded(t, randn(static_cast<std::size_t>(out) * in, rng, 0.05f)));
       const auto norm = rounded(t, randn(static_cast<std::size_t>(in), rng, 0.3f));
-      for (int m : {1, 2, 3, 5, 8, 13}) {
+      for (int m : {1, 2, 3, 5, 8, 13, 16, 17}) {
         CAPTURE(m);
         const auto x = randn(static_cast<std::size_t>(m) * in, rng, 2.0f);
         std::vector<float> xn(x.size());
@@ -279,14 +280,15 @@ TEST_CASE("rope_store_kv (RoPE of q and k, K/V into the cache in one launch) vs 
 
 TEST_CASE("attention_input (RMSNorm, q/k/v, RoPE, K/V into the cache: one GEMV, or one packed GEMM) vs CPU" *
           doctest::skip(!gpu())) {
-  // 1-8 rows take the fused GEMV (outputs in rotation pairs); 13 and 40 rows rmsnorm + cuBLAS +
-  // rope_store_kv, as one GEMM over the stacked weights when they are packed. Fusion on and off.
-  // q-only layers (no k / v projections) store nothing.
+  // 1-8 rows take the fused GEMV (outputs in rotation pairs), 13-16 rows of bf16 the fused skinny
+  // GEMM (tiles of whole heads; head_dim 256 does not fit one and falls back); fp32 at 13-16 rows
+  // and 17-40 rows rmsnorm + cuBLAS + rope_store_kv, as one GEMM over the stacked weights when
+  // they are packed. Fusion on and off. q-only layers (no k / v projections) store nothing.
   for (DType t : {DType::F32, DType::BF16})
-    for (int head_dim : {64, 128})
+    for (int head_dim : {64, 128, 256})
       for (float theta : {10000.0f, 0.0f})
         for (bool computes_kv : {true, false})
-          for (int m : {1, 3, 8, 13, 40}) {
+          for (int m : {1, 3, 8, 13, 16, 17, 40}) {
             const std::string dtype_name = cudatest::name(t);
             CAPTURE(dtype_name);
             CAPTURE(head_dim);
@@ -333,9 +335,10 @@ TEST_CASE("attention_input (RMSNorm, q/k/v, RoPE, K/V into the cache: one GEMV, 
 }
 
 TEST_CASE("mlp (RMSNorm, gate/up, SwiGLU, down + residual; packed gate/up as one GEMM) vs CPU" * doctest::skip(!gpu())) {
-  // 1-8 rows: the fused gate/up GEMV, then the down GEMV on fp32 input. 13-40 rows: cuBLAS on
-  // inputs rounded to the weight type, gate / up as one GEMM when packed; 300 rows: above the
-  // packed bound. Fusion on and off.
+  // 1-8 rows: the fused gate/up GEMV, then the down GEMV on fp32 input. 13-16 rows: bf16 through
+  // the skinny GEMM (gate / up / SwiGLU writing the down projection's input rounded), fp32 through
+  // cuBLAS; 17-40 rows: cuBLAS on inputs rounded to the weight type, gate / up as one GEMM when
+  // packed; 300 rows: above the packed bound. Fusion on and off (off: cuBLAS at 9+ rows).
   const int shapes[][2] = {{264, 1000}, {136, 520}};
   for (DType t : {DType::F32, DType::BF16}) {
     const std::string dtype_name = cudatest::name(t);
@@ -349,7 +352,7 @@ TEST_CASE("mlp (RMSNorm, gate/up, SwiGLU, down + residual; packed gate/up as one
       const auto wg = rounded(t, randn(static_cast<std::size_t>(inter) * in, rng, 0.05f));
       const auto wu = rounded(t, randn(static_cast<std::size_t>(inter) * in, rng, 0.05f));
       const auto wd = rounded(t, randn(static_cast<std::size_t>(in) * inter, rng, 0.05f));
-      for (int m : {1, 5, 8, 13, 40, 300}) {
+      for (int m : {1, 5, 8, 13, 16, 17, 40, 300}) {
         CAPTURE(m);
         const auto x = randn(static_cast<std::size_t>(m) * in, rng, 1.0f);
         const bool cublas = m > 8 && t != DType::F32;  // cuBLAS takes its inputs in the weight type
@@ -373,10 +376,11 @@ TEST_CASE("mlp (RMSNorm, gate/up, SwiGLU, down + residual; packed gate/up as one
   }
 }
 
-TEST_CASE("skinny tensor-core GEMM (9-128 rows, split-K, GLU) vs CPU" * doctest::skip(!gpu())) {
+TEST_CASE("skinny tensor-core GEMM (9-64 rows, cluster split-K, GLU) vs CPU" * doctest::skip(!gpu())) {
   // TinyLlama's shapes ({out, in}: q, k, gate, down) and awkward ones: `out` not a multiple of the
-  // 128-row tile (or below 8), `in` not a multiple of the 64-wide k-tile, few tiles (split-K with the
-  // last-block reduction) and many; rows cover every bucket of 8-row groups and their edges.
+  // 128-row tile (or below 8), `in` not a multiple of the 64-wide k-tile, few tiles (split-K across
+  // a cluster) and many; rows cover every bucket of 8-row groups and their edges. Forced cluster
+  // sizes give some ranks no rows to reduce (13 rows over 8 or 16 blocks) and uneven k shares.
   const int shapes[][2] = {{2048, 2048}, {256, 2048}, {5632, 2048}, {2048, 5632}, {1000, 520},
                            {2006, 136},  {4005, 64},  {3, 5632},    {130, 520}};
   for (DType t : {DType::BF16, DType::F16}) {
@@ -388,14 +392,20 @@ TEST_CASE("skinny tensor-core GEMM (9-128 rows, split-K, GLU) vs CPU" * doctest:
       CAPTURE(out);
       CAPTURE(in);
       const auto W = rounded(t, randn(static_cast<std::size_t>(out) * in, rng, 0.05f));
-      for (int m : {9, 13, 16, 17, 32, 33, 64, 100, 128}) {
+      for (int m : {9, 13, 16, 17, 32, 33, 64}) {
         CAPTURE(m);
         const auto xm = randn(static_cast<std::size_t>(m) * in, rng, 3.0f);
         const auto xr = rounded(t, xm);  // the kernel rounds x to the weight type
         std::vector<float> y(static_cast<std::size_t>(m) * out);
         cpu::linear({xr.data(), m, in}, W.data(), {y.data(), m, out});
         CHECK(rel_error(cudatest::linear_tc(xm, m, in, W, out, t, nullptr), y, "skinny") <= tol(t));
-        if (m == 13 || m == 64 || m == 100) {
+        if (m == 13 || m == 64)
+          for (int splits : {1, 3, 8, 16}) {
+            CAPTURE(splits);
+            CHECK(rel_error(cudatest::linear_tc(xm, m, in, W, out, t, nullptr, splits), y, "skinny, forced splits") <=
+                  tol(t));
+          }
+        if (m == 13 || m == 64) {
           const auto y0 = randn(y.size(), rng);
           std::vector<float> acc = y0;
           cpu::linear({xr.data(), m, in}, W.data(), {acc.data(), m, out}, true);
@@ -410,11 +420,15 @@ TEST_CASE("skinny tensor-core GEMM (9-128 rows, split-K, GLU) vs CPU" * doctest:
       CAPTURE(in);
       const auto Wg = rounded(t, randn(static_cast<std::size_t>(out) * in, rng, 0.05f));
       const auto Wu = rounded(t, randn(static_cast<std::size_t>(out) * in, rng, 0.05f));
-      for (int m : {9, 17, 32, 64, 128}) {
+      for (int m : {9, 17, 32, 64}) {
         CAPTURE(m);
         const auto xm = randn(static_cast<std::size_t>(m) * in, rng, 3.0f);
-        CHECK(rel_error(cudatest::gate_up_swiglu_tc(xm, m, in, Wg, Wu, out, t),
-                        swiglu_reference(rounded(t, xm), m, in, Wg, Wu, out), "skinny gate_up_swiglu") <= tol(t));
+        const auto want = swiglu_reference(rounded(t, xm), m, in, Wg, Wu, out);
+        for (int splits : {0, 1, 5}) {
+          CAPTURE(splits);
+          CHECK(rel_error(cudatest::gate_up_swiglu_tc(xm, m, in, Wg, Wu, out, t, splits), want,
+                          "skinny gate_up_swiglu") <= tol(t));
+        }
       }
     }
   }

@@ -64,8 +64,11 @@ public:
   /// Benchmarks: false runs every fused step (steps::attention_input, norm_project,
   /// norm_gate_up_swiglu, rope_store_kv, attention_output, mlp) as its plain ops, one launch each.
   void set_fusion(bool on) { ctx_->gemm.set_fusion(on); }
-  /// Gemm::set_skinny: lm_head at 9-64 rows through the skinny tensor-core GEMM (off by default).
+  /// Gemm::set_skinny: 9-16 rows (16-bit weights) through the skinny tensor-core GEMM and its
+  /// fused epilogues (on by default; off: cuBLAS).
   void set_skinny(bool on) { ctx_->gemm.set_skinny(on); }
+  /// Benchmarks: Gemm::set_skinny_splits.
+  void set_skinny_splits(int splits) { ctx_->gemm.set_skinny_splits(splits); }
 
   template <class T>
   Buffer<T> alloc(std::size_t n) const {
@@ -111,7 +114,7 @@ public:
       if (!ctx_->capturing) ctx_->gemm.reserve_activation(static_cast<std::size_t>(x.size()));
     ctx_->gemm.linear(x, w, y, accumulate);
   }
-  /// steps::norm_project in one GEMV launch at decode row counts (else rmsnorm + linear each).
+  /// steps::norm_project in one launch at decode row counts (else rmsnorm + linear each).
   void norm_project(MatrixView<const float> x, const W* norm, float eps, MatrixView<float> xn,
                     std::span<const steps::Projection<W>> projections) const {
     if (!ctx_->gemm.template fuses<W>(x.rows, x.cols)) {
@@ -122,7 +125,7 @@ public:
     }
     ctx_->gemm.norm_project(x, norm, eps, projections);
   }
-  /// steps::norm_gate_up_swiglu in one GEMV launch at decode row counts.
+  /// steps::norm_gate_up_swiglu in one launch at decode row counts.
   void norm_gate_up_swiglu(MatrixView<const float> x, const W* norm, float eps, MatrixView<float> xn, const W* wg,
                            const W* wu, MatrixView<float> gate, MatrixView<float> up) const {
     if constexpr (!std::is_same_v<W, float>)
@@ -137,17 +140,18 @@ public:
     cuda::rope_store_kv(q, heads, k, v, slot, rows, theta, stream());
     return true;
   }
-  /// steps::attention_input: at 1-8 rows one GEMV launch (RMSNorm, q / k / v, RoPE, K/V
-  /// into the slot); at larger decode batches with q / k / v back to back in memory,
-  /// RMSNorm, one GEMM over the stacked weights and one RoPE + store launch. False
-  /// (nothing done) elsewhere or with fusion off.
+  /// steps::attention_input: at 1-16 rows one launch (RMSNorm, q / k / v, RoPE, K/V into
+  /// the slot: the GEMV, or at 9-16 rows with 16-bit weights the skinny GEMM); at larger
+  /// decode batches with q / k / v back to back in memory, RMSNorm, one cuBLAS GEMM over
+  /// the stacked weights and one RoPE + store launch. False (nothing done) elsewhere or
+  /// with fusion off.
   template <class Slot>
   bool attention_input(MatrixView<const float> x, const W* norm, float eps, MatrixView<float> xn,
                        std::span<const steps::Projection<W>> qkv, int heads, const Slot& slot, const RowInfo* rows,
                        float theta) const {
     Gemm& g = ctx_->gemm;
-    if (g.template fuses<W>(x.rows, x.cols) && (qkv.size() == 1 || qkv.size() == 3)) {
-      g.norm_project(x, norm, eps, qkv, GemvRopeStore<Slot>{rows, theta, slot.head_dim, slot});
+    if (g.template fuses_rope<W>(x.rows, x.cols, slot.head_dim) && (qkv.size() == 1 || qkv.size() == 3)) {
+      g.norm_project(x, norm, eps, qkv, RopeStore<Slot>{rows, theta, slot.head_dim, slot});
       return true;
     }
     if (qkv.size() != 3 || !g.packs(x.rows, x.cols, qkv)) return false;
@@ -156,12 +160,21 @@ public:
     cuda::rope_store_kv_packed(packed, qkv[0].out, heads, slot, rows, theta, stream());
     return true;
   }
-  /// steps::mlp at decode batches above 8 rows with gate / up back to back in memory:
-  /// RMSNorm, one GEMM over [Wg; Wu], SwiGLU straight into the down projection's
-  /// input, the down GEMM adding into x. False (nothing done) elsewhere.
+  /// steps::mlp at decode batches above 8 rows: with 16-bit weights up to 16 rows two skinny
+  /// launches (RMSNorm + gate / up + SwiGLU writing the down projection's input rounded, then
+  /// down adding into x); above, with gate / up back to back in memory, RMSNorm, one cuBLAS
+  /// GEMM over [Wg; Wu], SwiGLU straight into the down projection's input, the down GEMM
+  /// adding into x. False (nothing done) elsewhere.
   bool mlp(MatrixView<float> x, const W* norm, float eps, MatrixView<float> xn, const W* wg, const W* wu, const W* wd,
            MatrixView<float> gate) const {
     Gemm& g = ctx_->gemm;
+    if constexpr (!std::is_same_v<W, float>) {
+      if (g.fusion() && g.template skinny_fits<W>(x.rows, x.cols) && g.template skinny_fits<W>(x.rows, gate.cols)) {
+        if (!ctx_->capturing) g.reserve_activation(static_cast<std::size_t>(x.rows) * gate.cols);
+        g.skinny_mlp(x, norm, eps, wg, wu, wd, gate.cols);
+        return true;
+      }
+    }
     const steps::Projection<W> both[] = {{wg, gate}, {wu, gate}};  // views give packs() the widths only
     const std::span<const steps::Projection<W>> gate_up(both);
     if (!g.packs(x.rows, x.cols, gate_up)) return false;

@@ -2,14 +2,14 @@
 /// \file gemm.cuh
 /// y (+)= x W^T for the model's linear layers: x fp32 [rows, in], W [out, in]
 /// row-major (the checkpoint layout) in fp32, bf16 or fp16, y fp32 [rows, out],
-/// fp32 accumulation. Decode row counts run the GEMV of gemv.cuh (which can
-/// also fold the preceding RMSNorm in) up to 8 rows; larger ones run cuBLAS (or,
-/// when switched on, the skinny tensor-core GEMM of gemm_tc.cuh for lm_head), where
-/// `accumulate` rides in the epilogue (beta = 1) so the residual stream costs no
-/// extra pass, and 16-bit weights take x rounded to their type first (cuBLAS
-/// takes A and B of one type). Projections of one input whose weights lie back
-/// to back (q / k / v, gate / up) run as one GEMM at decode batches. The fp32
-/// path never uses TF32.
+/// fp32 accumulation. Decode row counts run the GEMV of gemv.cuh up to 8 rows
+/// and, for 16-bit weights, the tensor-core GEMM of gemm_tc.cuh at 9-16 rows;
+/// both fold the preceding RMSNorm in and end in the fused epilogues of
+/// linear_io.cuh. Other row counts run cuBLAS, where `accumulate` rides in the
+/// epilogue (beta = 1) so the residual stream costs no extra pass, and 16-bit
+/// weights take x rounded to their type first (cuBLAS takes A and B of one
+/// type); projections of one input whose weights lie back to back (q / k / v,
+/// gate / up) run as one GEMM there. The fp32 path never uses TF32.
 
 #include <cublas_v2.h>
 
@@ -28,17 +28,21 @@
 
 namespace lckv::cuda {
 
-/// y (+)= x W^T for every row count: kernels::gemv up to kGemvRows rows
-/// (weight streaming, optional RMSNorm of x and several matrices per launch),
+/// y (+)= x W^T for every row count: kernels::gemv up to kGemvRows rows, the
+/// skinny tensor-core GEMM up to kSkinnyRows (16-bit weights; both weight
+/// streaming, with optional RMSNorm of x and several matrices per launch),
 /// cuBLAS above. Owns a cuBLAS handle bound to one stream, with a fixed
 /// workspace so that calls can be captured into a CUDA Graph.
 class Gemm {
 public:
   static constexpr int kGemvRows = 8;
+  /// Most rows the skinny GEMM takes here. At 16 rows its fused launches make the TinyLlama decode
+  /// step 7-9% faster than cuBLAS; at 32 and 64 rows cuBLAS is faster (H100, docs/benchmarks-cuda.md).
+  static constexpr int kSkinnyRows = 16;
   static constexpr int kPackedRows = 256;  ///< packs() bound: decode batches, not prefill
 
   explicit Gemm(cudaStream_t stream, std::size_t workspace_bytes = 32u << 20)
-      : num_sms_(device_sms()), stream_(stream), workspace_(workspace_bytes), skinny_(num_sms_) {
+      : num_sms_(device_sms()), stream_(stream), workspace_(workspace_bytes), skinny_{num_sms_, 0} {
     LCKV_CUBLAS_CHECK(cublasCreate(&handle_));
     LCKV_CUBLAS_CHECK(cublasSetStream(handle_, stream));
     LCKV_CUBLAS_CHECK(cublasSetWorkspace(handle_, workspace_.data(), workspace_.bytes()));
@@ -63,21 +67,33 @@ public:
   void set_fusion(bool on) { fusion_ = on; }
   bool fusion() const { return fusion_; }
 
-  /// true routes lm_head-sized outputs at 9-64 rows (16-bit weights) to the skinny tensor-core GEMM.
-  /// Off by default: inside a decode step it was only at parity with cuBLAS there (H100,
-  /// docs/benchmarks-cuda.md) and slower on the layers' shapes.
+  /// Whether 9-16 rows with 16-bit weights run the skinny tensor-core GEMM (on by default;
+  /// off: cuBLAS, with separate norm, RoPE and SwiGLU launches).
   void set_skinny(bool on) { skinny_on_ = on; }
   bool skinny() const { return skinny_on_; }
+  /// Benchmarks: force the skinny GEMM's split-K cluster size (0: its own choice).
+  void set_skinny_splits(int splits) { skinny_.splits = splits; }
 
   /// Whether `rows` x `in` inputs go through kernels::gemv.
   template <StorageType W>
   static bool gemv_fits(int rows, int in) {
     return rows >= 1 && rows <= kGemvRows && in % (16 / static_cast<int>(sizeof(W))) == 0;
   }
+  /// Whether `rows` x `in` inputs go through the skinny tensor-core GEMM.
+  template <StorageType W>
+  bool skinny_fits(int rows, int in) const {
+    return skinny_on_ && !std::is_same_v<W, float> && rows > kGemvRows && rows <= kSkinnyRows && in % 8 == 0;
+  }
   /// Whether norm_project / gate_up_swiglu with a norm run as one launch for this input.
   template <StorageType W>
   bool fuses(int rows, int in) const {
-    return fusion_ && gemv_fits<W>(rows, in);
+    return fusion_ && (gemv_fits<W>(rows, in) || skinny_fits<W>(rows, in));
+  }
+  /// Whether norm_project with a RopeStore of `head_dim` runs as one launch (the skinny
+  /// GEMM's tiles must hold whole heads).
+  template <StorageType W>
+  bool fuses_rope(int rows, int in, int head_dim) const {
+    return fuses<W>(rows, in) && (gemv_fits<W>(rows, in) || (head_dim > 0 && kSkinnyTileM % head_dim == 0));
   }
 
   /// Whether projections sharing an input run as one GEMM over their stacked weights
@@ -86,7 +102,8 @@ public:
   /// memory, as DeviceWeights lays out q / k / v and gate / up.
   template <StorageType W>
   bool packs(int rows, int in, std::span<const steps::Projection<W>> projections) const {
-    if (!fusion_ || rows <= kGemvRows || rows > kPackedRows || projections.size() < 2) return false;
+    if (!fusion_ || rows <= kGemvRows || rows > kPackedRows || projections.size() < 2 || skinny_fits<W>(rows, in))
+      return false;
     for (std::size_t s = 1; s < projections.size(); ++s)
       if (projections[s].weight != projections[s - 1].weight + static_cast<std::int64_t>(projections[s - 1].out.cols) * in)
         return false;
@@ -128,6 +145,13 @@ public:
   /// b: [rows, in]; w: [y.cols, in]; y: [rows, y.cols].
   template <StorageType W>
   void linear_from_rounded(const W* b, int rows, int in, const W* w, MatrixView<float> y, bool accumulate) {
+    if constexpr (!std::is_same_v<W, float>) {
+      if (skinny_fits<W>(rows, in)) {
+        skinny_gemm<W, W>(b, rows, in, LinearTargets<W>::single(w, y), accumulate, nullptr, nullptr, InputNorm<W>{},
+                          skinny_, stream_);
+        return;
+      }
+    }
     cublas_linear(b, rows, in, w, y, accumulate);
   }
 
@@ -147,12 +171,12 @@ public:
     if (x.rows == 0) return;
     // Decode at small batch: a weight-streaming GEMV beats cuBLAS's small-M kernels and skips the rounding pass.
     if (gemv_fits<W>(x.rows, x.cols)) {
-      gemv(x.data, x.rows, x.cols, GemvTargets<W>::single(w, y), accumulate, static_cast<const W*>(nullptr),
-           GemvNorm<W>{}, num_sms_, stream_);
+      gemv(x.data, x.rows, x.cols, LinearTargets<W>::single(w, y), accumulate, static_cast<const W*>(nullptr),
+           InputNorm<W>{}, num_sms_, stream_);
       return;
     }
     if constexpr (!std::is_same_v<W, float>) {
-      if (takes_skinny<W>(x, w, y.cols)) {
+      if (skinny_fits<W>(x.rows, x.cols) && aligned(x.data) && aligned(w)) {
         skinny_linear(x, w, y, accumulate, skinny_, stream_);
         return;
       }
@@ -190,22 +214,29 @@ public:
   }
 
   /// out_s = RMSNorm(x; norm, eps) W_s^T for up to three projections in one launch
-  /// (fuses(rows, in) must hold), stored by `epi` (gemv.cuh: plain, or RoPE + K/V
-  /// into a cache slot). x: [rows, in]; norm: [in].
-  template <StorageType W, class Epi = GemvPlainStore>
+  /// (fuses(rows, in) must hold; fuses_rope with a RopeStore), stored by `epi`
+  /// (linear_io.cuh: plain, or RoPE + K/V into a cache slot). x: [rows, in]; norm: [in].
+  template <StorageType W, class Epi = PlainStore>
   void norm_project(MatrixView<const float> x, const W* norm, float eps, std::span<const steps::Projection<W>> projections,
                     Epi epi = {}) {
-    if (projections.empty() || projections.size() > static_cast<std::size_t>(GemvTargets<W>::kMax))
+    if (projections.empty() || projections.size() > static_cast<std::size_t>(LinearTargets<W>::kMax))
       throw InvalidArgument("gemm norm_project: " + std::to_string(projections.size()) +
-                            " projections, expected 1-" + std::to_string(GemvTargets<W>::kMax));
-    GemvTargets<W> t;
+                            " projections, expected 1-" + std::to_string(LinearTargets<W>::kMax));
+    LinearTargets<W> t;
     for (std::size_t s = 0; s < projections.size(); ++s) {
       t.w[s] = projections[s].weight;
       t.y[s] = projections[s].out.data;
       t.out[s] = projections[s].out.cols;
     }
     t.count = static_cast<int>(projections.size());
-    gemv(x.data, x.rows, x.cols, t, false, static_cast<const W*>(nullptr), GemvNorm<W>{norm, eps}, num_sms_, stream_,
+    if constexpr (!std::is_same_v<W, float>) {
+      if (x.rows > kGemvRows) {
+        skinny_gemm<W, float>(x.data, x.rows, x.cols, t, false, nullptr, nullptr, InputNorm<W>{norm, eps}, skinny_,
+                              stream_, epi);
+        return;
+      }
+    }
+    gemv(x.data, x.rows, x.cols, t, false, static_cast<const W*>(nullptr), InputNorm<W>{norm, eps}, num_sms_, stream_,
          epi);
   }
 
@@ -217,7 +248,14 @@ public:
                       const W* wu, MatrixView<float> gate, MatrixView<float> up) {
     if (x.rows == 0) return;
     if (fuses<W>(x.rows, x.cols)) {
-      gemv(x.data, x.rows, x.cols, GemvTargets<W>::single(wg, gate), false, wu, GemvNorm<W>{norm, eps}, num_sms_,
+      if constexpr (!std::is_same_v<W, float>) {
+        if (x.rows > kGemvRows) {
+          skinny_gemm<W, float>(x.data, x.rows, x.cols, LinearTargets<W>::single(wg, gate), false, wu, nullptr,
+                                InputNorm<W>{norm, eps}, skinny_, stream_);
+          return;
+        }
+      }
+      gemv(x.data, x.rows, x.cols, LinearTargets<W>::single(wg, gate), false, wu, InputNorm<W>{norm, eps}, num_sms_,
            stream_);
       return;
     }
@@ -225,6 +263,20 @@ public:
     if (norm) norm_then_project(x, norm, eps, xn, std::span<const steps::Projection<W>>(both));
     else project(x, std::span<const steps::Projection<W>>(both));
     swiglu(gate, MatrixView<const float>{up.data, up.rows, up.cols}, stream_);
+  }
+
+  /// x += SwiGLU(RMSNorm(x; norm, eps)) Wd^T in two skinny launches (skinny_fits(rows, in)
+  /// and skinny_fits(rows, inter) must hold): gate / up / SwiGLU write the down projection's
+  /// input rounded to W into the activation scratch (reserve_activation(rows * inter)), and
+  /// the down projection adds into x. x: [rows, in]; wg, wu: [inter, in]; wd: [in, inter].
+  template <StorageType W>
+  void skinny_mlp(MatrixView<float> x, const W* norm, float eps, const W* wg, const W* wu, const W* wd, int inter) {
+    static_assert(!std::is_same_v<W, float>, "skinny GEMM: 16-bit weights only");
+    W* h = activation<W>(static_cast<std::int64_t>(x.rows) * inter);
+    skinny_gemm<W, float>(x.data, x.rows, x.cols, LinearTargets<W>::single(wg, MatrixView<float>{nullptr, x.rows, inter}),
+                          false, wu, h, InputNorm<W>{norm, eps}, skinny_, stream_);
+    skinny_gemm<W, W>(h, x.rows, inter, LinearTargets<W>::single(wd, x), true, nullptr, nullptr, InputNorm<W>{},
+                      skinny_, stream_);
   }
 
   /// Plain C[m, n] = A[m, k] B[n, k]^T on 16-bit or fp32 operands (benchmarks: the ceiling).
@@ -274,23 +326,17 @@ private:
                                    DTypeTraits<W>::cuda_type, in, b, DTypeTraits<W>::cuda_type, in, &beta, y.data,
                                    CUDA_R_32F, y.cols, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
-  /// Where the skinny GEMM came closest to cuBLAS inside a CUDA Graph: wide outputs (lm_head), 9-64 rows.
-  template <StorageType W>
-  bool takes_skinny(MatrixView<const float> x, const W* w, int out) const {
-    const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
-    return skinny_on_ && out >= 16384 && x.rows > kGemvRows && x.rows <= 64 && x.cols % 8 == 0 && aligned(x.data) &&
-           aligned(w);
-  }
+  static bool aligned(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
   cublasHandle_t handle_ = nullptr;
   int num_sms_ = 1;
   bool fusion_ = true;
-  bool skinny_on_ = false;
+  bool skinny_on_ = true;
   cudaStream_t stream_ = nullptr;
   DeviceBuffer<unsigned char> workspace_;
   DeviceBuffer<unsigned char> act_;
   DeviceBuffer<float> packed_;
-  SkinnyWorkspace skinny_;
+  SkinnyOptions skinny_;
 };
 
 }  // namespace lckv::cuda

@@ -1,27 +1,33 @@
 #pragma once
 /// \file gemm_tc.cuh
-/// A tensor-core "skinny" GEMM for decode batches of up to kSkinnyMaxRows rows:
-/// y (+)= x W^T with x fp32 [rows, in], W [out, in] row-major in bf16 or fp16,
-/// y fp32 [rows, out], fp32 accumulation; x is rounded to the weight type on the
-/// way into the tensor cores (round to nearest, like the cuBLAS path).
+/// The tensor-core decode GEMM for 9-64 rows ("skinny": few rows, so streaming
+/// the weights once is the cost): y (+)= x W^T with W [out, in] row-major in bf16
+/// or fp16, x [rows, in] fp32 (rounded to W's type on the way into the tensor
+/// cores) or already in W's type, fp32 accumulation. It takes the targets, norm
+/// and epilogues of the 1-8-row GEMV (linear_io.cuh), so a decode layer is the
+/// same five launches at 9-64 rows as at one row:
+///   - RMSNorm folded in: the norm weight scales x as it enters the tensor cores,
+///     the block sums x's squares from the same shared-memory tiles, and 1 / rms
+///     scales the result (it is one factor per row, so it commutes with the sums);
+///   - up to three matrices per launch (q, k, v) and RopeStore (RoPE, K/V into
+///     the cache slot); or GLU: silu(x Wg^T) * (x Wu^T), written in fp32 or
+///     rounded to W's type as the down projection's input.
 ///
-/// At these batch sizes the GEMM is bound by streaming W once, so the design
-/// keeps the weight stream deep and everything else off it:
-///   - a block owns kSkinnyTileM consecutive rows of W (output features) and all
-///     batch rows; grid = tiles x splits, where splits cut `in` (split-K) when
-///     there are too few tiles to fill the SMs;
-///   - weight tiles [128 x 64] and fp32 x tiles [rows x 64] stream through
-///     shared memory with cp.async.cg in a 3- or 4-stage pipeline; W is the mma's A
-///     operand (ldmatrix from XOR-swizzled rows), x the B operand (rounded to
-///     16 bits while building the fragment, so no separate rounding pass);
-///   - 8 warps = 4 (features, 32 each) x 2 (k16 steps of the tile), the two k
-///     halves summed in shared memory at the end;
-///   - split-K is deterministic: every split stores its partial tile, the last
-///     split of a tile to finish (a per-tile counter) sums them in split order
-///     and runs the epilogue, then re-arms the counter for the next launch.
-/// GLU: a tile is 64 rows of Wg and the same 64 rows of Wu; the epilogue writes
-/// y = silu(x Wg^T) * (x Wu^T) (the MLP's gate, up and SwiGLU in one launch).
+/// Design:
+///   - a block owns kSkinnyTileM = 128 output features (GLU: 64 rows of Wg and the
+///     same 64 of Wu) and all rows; weight tiles [128 x 64] and x tiles [rows x 64]
+///     stream through shared memory with cp.async in a pipeline as deep as one block per SM
+///     allows (5-8 stages), the first
+///     weight stages issued before waiting for the previous kernel (launch.cuh). W is
+///     the mma's A operand (ldmatrix from XOR-swizzled rows), x the B operand;
+///   - 8 warps = 4 (32 features each) x 2 (k16 steps of a stage), the two k halves
+///     summed in shared memory;
+///   - split-K inside a thread-block cluster: the S blocks of a tile each take 1/S of
+///     `in`, then each sums a 1/S share of the rows over the cluster's shared memory
+///     (DSMEM, in rank order: deterministic) and runs the epilogue for them. No
+///     partials in global memory, no counters, no second kernel.
 
+#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -32,80 +38,136 @@
 
 #include "lckv/core/buffer.hpp"
 #include "lckv/core/error.hpp"
-#include "lckv/cuda/device_memory.cuh"
 #include "lckv/cuda/dtype.cuh"
+#include "lckv/cuda/error.cuh"
 #include "lckv/cuda/launch.cuh"
+#include "lckv/cuda/linear_io.cuh"
 #include "lckv/cuda/mma.cuh"
+#include "lckv/cuda/ops.cuh"
 
 namespace lckv::cuda {
 
-/// Most batch rows one skinny launch takes (larger batches: cuBLAS).
-constexpr int kSkinnyMaxRows = 128;
-/// Rows of W (before GLU pairing) per block.
+/// Most rows one skinny launch takes (above: cuBLAS).
+constexpr int kSkinnyMaxRows = 64;
+/// Output features per tile (before GLU pairing); RopeStore needs head_dim to divide it.
 constexpr int kSkinnyTileM = 128;
+/// Rows per block: larger batches run one block per group of 16 rows and tile, the groups of a
+/// tile side by side so that all but the first find its weights in L2 (at 32 and 64 rows this
+/// beat one block holding all rows, which has fewer warps per SM to hide the latency with).
+constexpr int kSkinnyGroupRows = 16;
+/// Largest split-K cluster the launcher picks by itself (the portable cluster size).
+constexpr int kSkinnyMaxSplits = 8;
+
+/// Launch choices of the skinny GEMM.
+struct SkinnyOptions {
+  int num_sms = 1;  ///< device_sms()
+  int splits = 0;   ///< blocks (a cluster) per tile and row group; 0: enough to give every SM a block, at most kSkinnyMaxSplits
+};
+
+/// One launch's operands. x: [rows, in]; targets as in the GEMV (tile_end filled by the launcher).
+template <class W, class X>
+struct SkinnyArgs {
+  const X* x = nullptr;
+  LinearTargets<W> targets;
+  const W* up = nullptr;  ///< GLU: Wu, [out, in] (targets.w[0] is Wg)
+  W* out16 = nullptr;     ///< GLU: the result rounded to W here, [rows, out], instead of targets.y[0]
+  InputNorm<W> norm;
+  int rows = 0, in = 0, splits = 1, groups = 1;  ///< groups: of kSkinnyGroupRows rows
+  bool accumulate = false;  ///< plain epilogue: y += result
+};
 
 namespace kernels {
 
 namespace skinny {
 
+namespace cg = cooperative_groups;
+
 constexpr int kThreads = 256;
-constexpr int kTileK = 64;                         // k per pipeline stage
-constexpr int kWarpsK = 2;                         // warps splitting a stage's four k16 steps
-constexpr int kWarpM = kSkinnyTileM / 4;           // features per warp (two m16 tiles)
+constexpr int kTileK = 64;                               // k per pipeline stage
+constexpr int kWarpsK = 2;                               // warps splitting a stage's four k16 steps
+constexpr int kWarpM = kSkinnyTileM / 4;                 // features per warp (two m16 tiles)
 constexpr int kWStageBytes = kSkinnyTileM * kTileK * 2;  // 128 B per W row, XOR-swizzled 16-byte chunks
-constexpr int kXStride = kTileK + 8;               // floats per x row: float2 fragment loads hit 32 distinct banks
-constexpr int kCStride = kSkinnyTileM + 4;         // floats per row of the epilogue tile: conflict-free fragment stores
+constexpr int kXStride = kTileK + 8;                     // floats per fp32 x row: float2 fragment loads hit 32 banks
+constexpr int kCStride = kSkinnyTileM + 4;               // floats per row of the epilogue tile
+constexpr int kNormStageBytes = kTileK * 2;              // the norm weight's slice of a stage
 
-/// Pipeline depth: 3 stages from 64 rows on, so that two blocks (16 warps) still fit on an SM.
-__host__ __device__ constexpr int stages(int nt) { return nt >= 8 ? 3 : 4; }
+constexpr int NT = kSkinnyGroupRows / 8;  // n8 tiles of a block's rows
 
-/// Shared memory of one launch with NT groups of 8 batch rows.
-__host__ __device__ constexpr int smem_bytes(int nt) {
-  const int pipe = stages(nt) * (kWStageBytes + nt * 8 * kXStride * 4);
-  const int epi = nt * 8 * kCStride * 4;
-  return pipe > epi ? pipe : epi;
-}
+template <class X>
+constexpr int kXStageBytes = std::is_same_v<X, float> ? kSkinnyGroupRows * kXStride * 4 : kSkinnyGroupRows * kTileK * 2;
+template <class X, bool NORM>
+constexpr int kStageBytes = kWStageBytes + kXStageBytes<X> + (NORM ? kNormStageBytes : 0);
+/// Pipeline depth. Deeper (one block per SM, 5-8 stages) was slower: with so little work per
+/// byte a block is bound by latency, and two or three blocks per SM hide it better.
+constexpr int kStages = 4;
+/// Dynamic shared memory of a block: the pipeline, reused as the epilogue tile.
+template <class X, bool NORM>
+constexpr int kSmemBytes = std::max(kStages * kStageBytes<X, NORM>, kSkinnyGroupRows * kCStride * 4);
 
-/// The m16k16 A fragment (a0..a7 as four b32) of rows [row0, row0 + 16), k16 step `ks`, of a swizzled W stage.
+/// Byte offset of 16-byte chunk `chunk` of row `r` in a swizzled tile of 128-byte rows.
+__device__ __forceinline__ int swizzled(int r, int chunk) { return r * (kTileK * 2) + ((chunk ^ (r & 7)) * 16); }
+
+/// The m16k16 A fragment (a0..a7 as four b32) of rows [row0, row0 + 16), k16 step `ks`, of a W stage.
 __device__ __forceinline__ void load_a(const unsigned char* ws, int row0, int ks, int lane, unsigned (&a)[4]) {
   // Lanes 0-15 address rows 0-15 at k 0-7, lanes 16-31 the same rows at k 8-15: matrices 0..3 = a0a1, a2a3, a4a5, a6a7.
-  const int r = row0 + (lane & 15);
-  const int chunk = (ks * 2 + (lane >> 4)) ^ (r & 7);
-  ptx::ldmatrix_x4(a, ptx::smem_address(ws + r * (kTileK * 2) + chunk * 16));
+  ptx::ldmatrix_x4(a, ptx::smem_address(ws + swizzled(row0 + (lane & 15), ks * 2 + (lane >> 4))));
+}
+
+/// B fragments of two n8 tiles (rows [row0, row0 + 16) of a 16-bit x stage), k16 step `ks`:
+/// b[0], b[1] for rows row0.., b[2], b[3] for rows row0 + 8...
+__device__ __forceinline__ void load_b_pair(const unsigned char* xs, int row0, int ks, int lane, unsigned (&b)[4]) {
+  // Matrix i = lane / 8: rows + (i / 2) * 8, k chunk ks * 2 + i % 2 (x is [n][k], so no transpose).
+  const int i = lane >> 3;
+  ptx::ldmatrix_x4(b, ptx::smem_address(xs + swizzled(row0 + (i >> 1) * 8 + (lane & 7), ks * 2 + (i & 1))));
 }
 
 }  // namespace skinny
 
-/// y[r, o] (+)= sum_i x[r, i] W[o, i] for r < rows <= NT * 8 (see the file comment).
-/// x: [rows, in] fp32; w (and w2 for GLU): [out, in]; y: [rows, out].
-/// Grid: tiles * splits blocks, the splits of a tile adjacent. With splits > 1,
-/// `partials` holds [tiles * splits][rows][kSkinnyTileM] floats and `counters`
-/// one zero-initialised counter per tile (left at zero again on exit).
-template <class W, int NT, bool GLU>
-__global__ void __launch_bounds__(skinny::kThreads) skinny_gemm(const float* __restrict__ x, const W* __restrict__ w,
-                                                                const W* __restrict__ w2, float* __restrict__ y,
-                                                                float* __restrict__ partials, unsigned* __restrict__ counters,
-                                                                int rows, int in, int out, int splits, bool accumulate) {
+/// y[r, o] (+)= sum_i xn[r, i] W[o, i], xn = x or RMSNorm(x) (see the file comment). Grid:
+/// tiles * groups * splits blocks in clusters of `splits`; block = (tile * groups + group) * splits + split.
+template <class W, class X, bool GLU, bool NORM, class Epi>
+__global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W, X> a, Epi epi) {
   using namespace skinny;
+  constexpr bool ROPE = !std::is_same_v<Epi, PlainStore>;
+  constexpr bool X16 = !std::is_same_v<X, float>;
+  static_assert(!X16 || std::is_same_v<X, W>, "16-bit x must have the weights' type");
+  static_assert(!(X16 && NORM) && !(GLU && ROPE) && NT % 2 == 0);
+  constexpr int XStageBytes = kXStageBytes<X>;
+  constexpr int StageBytes = kStageBytes<X, NORM>;
   constexpr int BM = kSkinnyTileM;
   constexpr int TY = GLU ? BM / 2 : BM;  // outputs of y per tile
-  constexpr int XStageBytes = NT * 8 * kXStride * 4;
-  constexpr int StageBytes = kWStageBytes + XStageBytes;
-  constexpr int kStages = stages(NT);
   extern __shared__ __align__(128) unsigned char smem[];
+  __shared__ float row_ss[kWarpsK][NT * 8];  // NORM: sums of squares of x per row, per k half
 
   pdl::allow_next();
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp % 4, wk = warp / 4;
   const int g = lane >> 2, t = lane & 3;
-  const int tile = static_cast<int>(blockIdx.x) / splits, split = static_cast<int>(blockIdx.x) % splits;
-  const int o0 = tile * TY;
+  const int S = a.splits;
+  const int split = static_cast<int>(blockIdx.x) % S, rest = static_cast<int>(blockIdx.x) / S;
+  const int tile = rest / a.groups, r0 = rest % a.groups * kSkinnyGroupRows;  // r0: the group's first row
+  // This tile's matrix (unrolled selects: indexing the parameter struct would copy it to local memory).
+  const W* w = a.targets.w[0];
+  float* y = a.targets.y[0];
+  int out = a.targets.out[0], local = tile, target = 0;
+#pragma unroll
+  for (int k = 1; k < LinearTargets<W>::kMax; ++k)
+    if (k < a.targets.count && tile >= a.targets.tile_end[k - 1]) {
+      w = a.targets.w[k];
+      y = a.targets.y[k];
+      out = a.targets.out[k];
+      local = tile - a.targets.tile_end[k - 1];
+      target = k;
+    }
+  const int o0 = local * TY, in = a.in, rows = min(kSkinnyGroupRows, a.rows - r0);
+  const X* x = a.x + static_cast<std::int64_t>(r0) * in;
   const int ktiles = (in + kTileK - 1) / kTileK;
-  const int kbeg = static_cast<int>(static_cast<std::int64_t>(ktiles) * split / splits);
-  const int nk = static_cast<int>(static_cast<std::int64_t>(ktiles) * (split + 1) / splits) - kbeg;
+  const int kbeg = static_cast<int>(static_cast<std::int64_t>(ktiles) * split / S);
+  const int nk = static_cast<int>(static_cast<std::int64_t>(ktiles) * (split + 1) / S) - kbeg;
 
-  // Stage `j` (k-tile kbeg + j) of W: 1024 16-byte chunks, four per thread, a row's 8 chunks in 8 consecutive threads.
+  // Stage `j` (k-tile kbeg + j) of the immutable operands: W (1024 16-byte chunks, four per
+  // thread, a row's 8 chunks in 8 consecutive threads) and the norm weight's 64 elements.
   auto load_w = [&](int j) {
     unsigned char* dst = smem + (j % kStages) * StageBytes;
     const int k0 = (kbeg + j) * kTileK;
@@ -113,22 +175,31 @@ __global__ void __launch_bounds__(skinny::kThreads) skinny_gemm(const float* __r
     for (int i = 0; i < kWStageBytes / 16 / kThreads; ++i) {
       const int c = tid + i * kThreads, r = c >> 3, kc = c & 7;
       const int o = o0 + (GLU && r >= TY ? r - TY : r);
-      const W* src = GLU && r >= TY ? w2 : w;
+      const W* src = GLU && r >= TY ? a.up : w;
       const int k = k0 + kc * 8;
       const bool ok = o < out && k < in;
-      ptx::cp_async_16(ptx::smem_address(dst + r * (kTileK * 2) + ((kc ^ (r & 7)) * 16)),
-                       ok ? src + static_cast<std::int64_t>(o) * in + k : src, ok);
+      ptx::cp_async_16(ptx::smem_address(dst + swizzled(r, kc)), ok ? src + static_cast<std::int64_t>(o) * in + k : src, ok);
+    }
+    if constexpr (NORM) {
+      if (tid < kNormStageBytes / 16) {
+        const int k = k0 + tid * 8;
+        ptx::cp_async_16(ptx::smem_address(dst + kWStageBytes + XStageBytes + tid * 16),
+                         k < in ? a.norm.weight + k : a.norm.weight, k < in);
+      }
     }
   };
-  // Stage `j` of x: NT * 8 rows of 16 chunks (4 floats each), zeros past `rows` and `in`.
+  // Stage `j` of x: NT * 8 rows, zeros past `rows` and `in`.
   auto load_x = [&](int j) {
-    float* dst = reinterpret_cast<float*>(smem + (j % kStages) * StageBytes + kWStageBytes);
+    unsigned char* dst = smem + (j % kStages) * StageBytes + kWStageBytes;
     const int k0 = (kbeg + j) * kTileK;
-    for (int c = tid; c < NT * 8 * (kTileK / 4); c += kThreads) {
-      const int r = c / (kTileK / 4), kc = c % (kTileK / 4);
-      const int k = k0 + kc * 4;
+    constexpr int kChunks = kTileK * static_cast<int>(sizeof(X)) / 16;  // per row
+    for (int c = tid; c < NT * 8 * kChunks; c += kThreads) {
+      const int r = c / kChunks, kc = c % kChunks;
+      const int k = k0 + kc * (16 / static_cast<int>(sizeof(X)));
       const bool ok = r < rows && k < in;
-      ptx::cp_async_16(ptx::smem_address(dst + r * kXStride + kc * 4), ok ? x + static_cast<std::int64_t>(r) * in + k : x, ok);
+      const X* src = ok ? x + static_cast<std::int64_t>(r) * in + k : x;
+      const int offset = X16 ? swizzled(r, kc) : (r * kXStride + kc * 4) * 4;
+      ptx::cp_async_16(ptx::smem_address(dst + offset), src, ok);
     }
   };
 
@@ -151,6 +222,9 @@ __global__ void __launch_bounds__(skinny::kThreads) skinny_gemm(const float* __r
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.0f;
+  float ss[NT];  // NORM, warps wm == 0: this lane's share of row nt * 8 + g's sum of squares
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) ss[nt] = 0.0f;
 
   for (int j = 0; j < nk; ++j) {
     ptx::cp_async_wait<kStages - 2>();
@@ -163,30 +237,67 @@ __global__ void __launch_bounds__(skinny::kThreads) skinny_gemm(const float* __r
     ptx::cp_async_commit();  // possibly empty: keeps one group per iteration
 
     const unsigned char* ws = smem + (j % kStages) * StageBytes;
-    const float* xs = reinterpret_cast<const float*>(ws + kWStageBytes);
+    const unsigned char* xs = ws + kWStageBytes;
 #pragma unroll
     for (int s = 0; s < kTileK / 16 / kWarpsK; ++s) {
       const int ks = wk + s * kWarpsK;
-      unsigned a[2][4];
-      load_a(ws, wm * kWarpM, ks, lane, a[0]);
-      load_a(ws, wm * kWarpM + 16, ks, lane, a[1]);
+      unsigned af[2][4];
+      load_a(ws, wm * kWarpM, ks, lane, af[0]);
+      load_a(ws, wm * kWarpM + 16, ks, lane, af[1]);
       // No skipping of the bucket's padding rows (zeros in shared memory): branch-free, the loads
       // of all groups can be in flight together, which matters more than the idle tensor cores.
+      if constexpr (X16) {
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
+        for (int np = 0; np < NT / 2; ++np) {
+          unsigned b[4];
+          load_b_pair(xs, np * 16, ks, lane, b);
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            ptx::mma_16816<W>(acc[0][2 * np + h], af[0], b[2 * h], b[2 * h + 1]);
+            ptx::mma_16816<W>(acc[1][2 * np + h], af[1], b[2 * h], b[2 * h + 1]);
+          }
+        }
+      } else {
         // B fragment: b0b1 = x[n = g][k = 2t, 2t + 1], b2b3 = the same at k + 8.
-        const float* xr = xs + (nt * 8 + g) * kXStride + ks * 16 + 2 * t;
-        const float2 x0 = *reinterpret_cast<const float2*>(xr), x1 = *reinterpret_cast<const float2*>(xr + 8);
-        const std::uint32_t b0 = ptx::pack2<W>(x0.x, x0.y), b1 = ptx::pack2<W>(x1.x, x1.y);
-        ptx::mma_16816<W>(acc[0][nt], a[0], b0, b1);
-        ptx::mma_16816<W>(acc[1][nt], a[1], b0, b1);
+        float2 g0 = make_float2(1.0f, 1.0f), g1 = g0;
+        if constexpr (NORM) {
+          const W* gs = reinterpret_cast<const W*>(xs + XStageBytes) + ks * 16 + 2 * t;
+          g0 = make_float2(to_float(gs[0]), to_float(gs[1]));
+          g1 = make_float2(to_float(gs[8]), to_float(gs[9]));
+        }
+        const float* xf = reinterpret_cast<const float*>(xs);
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          const float* xr = xf + (nt * 8 + g) * kXStride + ks * 16 + 2 * t;
+          float2 x0 = *reinterpret_cast<const float2*>(xr), x1 = *reinterpret_cast<const float2*>(xr + 8);
+          if constexpr (NORM) {
+            // Each x element passes through exactly one lane of the wm == 0 warps.
+            if (wm == 0) ss[nt] += x0.x * x0.x + x0.y * x0.y + x1.x * x1.x + x1.y * x1.y;
+            x0 = make_float2(x0.x * g0.x, x0.y * g0.y);
+            x1 = make_float2(x1.x * g1.x, x1.y * g1.y);
+          }
+          const std::uint32_t b0 = ptx::pack2<W>(x0.x, x0.y), b1 = ptx::pack2<W>(x1.x, x1.y);
+          ptx::mma_16816<W>(acc[0][nt], af[0], b0, b1);
+          ptx::mma_16816<W>(acc[1][nt], af[1], b0, b1);
+        }
       }
     }
   }
   ptx::cp_async_wait<0>();
   __syncthreads();  // the pipeline's shared memory becomes the epilogue tile
 
-  // c[n][m]: batch row n, local feature m. The two k halves add in a fixed order.
+  if constexpr (NORM) {
+    if (wm == 0) {
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        float v = ss[nt];
+        v += __shfl_xor_sync(0xffffffffu, v, 1);
+        v += __shfl_xor_sync(0xffffffffu, v, 2);
+        if (t == 0) row_ss[wk][nt * 8 + g] = v;
+      }
+    }
+  }
+  // c[n][m]: row n, local feature m. The two k halves add in a fixed order.
   float* c = reinterpret_cast<float*>(smem);
 #pragma unroll
   for (int pass = 0; pass < kWarpsK; ++pass) {
@@ -217,151 +328,168 @@ __global__ void __launch_bounds__(skinny::kThreads) skinny_gemm(const float* __r
     __syncthreads();
   }
 
-  if (splits > 1) {
-    // Partials move as float4 (4 consecutive features of one row), through L2 only.
-    const int tile_vecs = rows * (BM / 4);
-    float4* mine = reinterpret_cast<float4*>(partials) + (static_cast<std::int64_t>(tile) * splits + split) * tile_vecs;
-    auto cv = [&](int e) -> float4& { return *reinterpret_cast<float4*>(c + (e / (BM / 4)) * kCStride + (e % (BM / 4)) * 4); };
-    for (int e = tid; e < tile_vecs; e += kThreads) __stcg(mine + e, cv(e));
-    __threadfence();  // the partial is visible device-wide before the counter says so
-    __syncthreads();
-    __shared__ int last;
-    if (tid == 0) {
-      last = atomicAdd(counters + tile, 1u) == static_cast<unsigned>(splits - 1);
-      if (last) counters[tile] = 0;  // every split has counted: re-arm for the next launch
-    }
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    const float4* first = reinterpret_cast<const float4*>(partials) + static_cast<std::int64_t>(tile) * splits * tile_vecs;
-    for (int e = tid; e < tile_vecs; e += kThreads) {
-      float4 s = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll 8
-      for (int k = 0; k < splits; ++k) {
-        const float4 v = __ldcg(first + static_cast<std::int64_t>(k) * tile_vecs + e);
-        s.x += v.x;
-        s.y += v.y;
-        s.z += v.z;
-        s.w += v.w;
+  // Group rows [n_begin, n_end) get this block's epilogue: all of them, or with split-K its share,
+  // summed over the cluster's blocks in rank order.
+  int n_begin = 0, n_end = rows;
+  if (S > 1) {
+    const cg::cluster_group cluster = cg::this_cluster();
+    cluster.sync();  // every split's tile is in its shared memory
+    const int per = (rows + S - 1) / S;
+    n_begin = min(rows, split * per);
+    n_end = min(rows, n_begin + per);
+    constexpr int V4 = BM / 4;
+    for (int e = tid; e < (n_end - n_begin) * V4; e += kThreads) {
+      const int off = (n_begin + e / V4) * kCStride + (e % V4) * 4;
+      float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll 4
+      for (int r = 0; r < S; ++r) {
+        const float4 v = *reinterpret_cast<const float4*>(cluster.map_shared_rank(c, r) + off);
+        sum.x += v.x;
+        sum.y += v.y;
+        sum.z += v.z;
+        sum.w += v.w;
       }
-      cv(e) = s;
+      *reinterpret_cast<float4*>(c + off) = sum;  // only this block reads or writes its rows' entries
     }
+    if constexpr (NORM) {
+      for (int n = n_begin + tid; n < n_end; n += kThreads) {
+        float sum = 0.0f;
+        for (int r = 0; r < S; ++r) {
+          const float* remote = cluster.map_shared_rank(&row_ss[0][0], r);
+          sum += remote[n] + remote[NT * 8 + n];
+        }
+        row_ss[0][n] = sum;
+      }
+    }
+    cluster.sync();  // the sums are in, and no block leaves while another still reads its shared memory
+  } else if constexpr (NORM) {
+    for (int n = tid; n < rows; n += kThreads) row_ss[0][n] += row_ss[1][n];
     __syncthreads();
   }
 
-  for (int e = tid; e < rows * TY; e += kThreads) {
-    const int n = e / TY, m = e % TY, o = o0 + m;
-    if (o < out) {
-      const float v = c[n * kCStride + m];
-      float* yo = y + static_cast<std::int64_t>(n) * out + o;
-      if constexpr (GLU) {
-        *yo = v / (1.0f + expf(-v)) * c[n * kCStride + m + TY];
-      } else {
-        *yo = accumulate ? *yo + v : v;
+  for (int e = tid; e < (n_end - n_begin) * TY; e += kThreads) {
+    const int n = n_begin + e / TY, m = e % TY, o = o0 + m;
+    if (o >= out) continue;
+    float scale = 1.0f;
+    if constexpr (NORM) scale = 1.0f / sqrtf(row_ss[0][n] / static_cast<float>(in) + a.norm.eps);
+    const float* cn = c + n * kCStride;
+    const float v = cn[m] * scale;
+    const std::int64_t yi = static_cast<std::int64_t>(r0 + n) * out + o;
+    if constexpr (GLU) {
+      const float h = v / (1.0f + expf(-v)) * (cn[m + TY] * scale);
+      if (a.out16) a.out16[yi] = from_float<W>(h);
+      else y[yi] = h;
+    } else if constexpr (ROPE) {
+      using KV = std::remove_cv_t<std::remove_pointer_t<decltype(epi.slot.key(0, 0, 0))>>;
+      const int D = epi.head_dim, half = D / 2, i = o % D;  // a tile holds whole heads
+      const RowInfo ri = epi.rows[r0 + n];
+      float value = v;
+      if (target < 2 && epi.theta > 0.0f) {  // x[i] = a c - b s, x[i + half] = b c + a s
+        const float partner = cn[i < half ? m + half : m - half] * scale;
+        float sn, cs;
+        rope_sin_cos(ri.pos, i % half, D, epi.theta, &sn, &cs);
+        value = i < half ? v * cs - partner * sn : v * cs + partner * sn;
       }
+      if (target == 0) y[yi] = value;
+      else (target == 1 ? epi.slot.key(ri.seq, ri.pos, o / D) : epi.slot.value(ri.seq, ri.pos, o / D))[i] = from_float<KV>(value);
+    } else {
+      y[yi] = a.accumulate ? y[yi] + v : v;
     }
   }
 }
 
 }  // namespace kernels
 
-/// Split-K scratch of the skinny GEMM: partial tiles and per-tile counters
-/// (zeroed here, re-armed by the kernel), allocated once so launches can be
-/// captured into CUDA Graphs. Launches that share one workspace must be
-/// ordered (one stream).
-class SkinnyWorkspace {
-public:
-  explicit SkinnyWorkspace(int num_sms)
-      : num_sms_(num_sms),
-        // A launch uses at most blocks_per_sm * num_sms blocks of rows <= 8 * NT, and blocks_per_sm * 8 * NT <= 128.
-        partials_(static_cast<std::size_t>(num_sms) * kSkinnyTileM * kSkinnyMaxRows),
-        counters_(static_cast<std::size_t>(num_sms) * 4) {}
-  int num_sms() const { return num_sms_; }
-  float* partials() { return partials_.data(); }
-  std::size_t partial_floats() const { return partials_.size(); }
-  unsigned* counters() { return counters_.data(); }
-  std::size_t num_counters() const { return counters_.size(); }
-
-private:
-  int num_sms_;
-  DeviceBuffer<float> partials_;
-  DeviceBuffer<unsigned> counters_;
-};
-
 namespace detail {
 
-/// Opts the kernel into its shared memory (once) and returns how many of its blocks fit on an SM.
-template <class W, int NT, bool GLU>
-int skinny_blocks_per_sm() {
-  static const int n = [] {
-    const auto k = kernels::skinny_gemm<W, NT, GLU>;
-    const int smem = kernels::skinny::smem_bytes(NT);
-    LCKV_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    int b = 0;
-    LCKV_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, k, kernels::skinny::kThreads, smem));
-    return b > 0 ? b : 1;
-  }();
-  return n;
-}
-
-template <class W, int NT, bool GLU>
-void skinny_launch(MatrixView<const float> x, const W* w, const W* w2, MatrixView<float> y, bool accumulate,
-                   SkinnyWorkspace& ws, cudaStream_t s) {
-  constexpr int TY = GLU ? kSkinnyTileM / 2 : kSkinnyTileM;
-  const int tiles = (y.cols + TY - 1) / TY;
-  const int ktiles = (x.cols + kernels::skinny::kTileK - 1) / kernels::skinny::kTileK;
-  // Split `in` only while there are fewer tiles than block slots: splits * tiles <= slots, at least
-  // four k-tiles per split (the partials' traffic stays well under the weights'), and the partials
-  // within the workspace.
-  const int slots = skinny_blocks_per_sm<W, NT, GLU>() * ws.num_sms();
-  int splits = 1;
-  if (tiles * 2 <= slots && static_cast<std::size_t>(tiles) <= ws.num_counters()) {
-    splits = std::min(slots / tiles, std::max(1, ktiles / 4));
-    const std::size_t per_split = static_cast<std::size_t>(tiles) * x.rows * kSkinnyTileM;
-    splits = static_cast<int>(std::min<std::size_t>(splits, ws.partial_floats() / per_split));
-    splits = std::max(splits, 1);
-  }
-  launch("skinny_gemm", kernels::skinny_gemm<W, NT, GLU>, dim3(static_cast<unsigned>(tiles * splits)),
-         dim3(kernels::skinny::kThreads), static_cast<std::size_t>(kernels::skinny::smem_bytes(NT)), s, x.data, w, w2,
-         y.data, ws.partials(), ws.counters(), x.rows, x.cols, y.cols, splits, accumulate);
-}
-
-template <class W, bool GLU>
-void skinny_dispatch(MatrixView<const float> x, const W* w, const W* w2, MatrixView<float> y, bool accumulate,
-                     SkinnyWorkspace& ws, cudaStream_t s) {
-  static_assert(std::is_same_v<W, __nv_bfloat16> || std::is_same_v<W, __half>, "skinny GEMM: 16-bit weights only");
-  if (x.rows == 0) return;
-  if (x.rows < 0 || x.rows > kSkinnyMaxRows)
-    throw InvalidArgument("skinny GEMM: " + std::to_string(x.rows) + " rows (at most " +
-                          std::to_string(kSkinnyMaxRows) + ")");
-  auto misaligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 != 0; };
-  if (x.cols % 8 != 0 || y.rows != x.rows || misaligned(x.data) || misaligned(w) || (GLU && misaligned(w2)))
-    throw InvalidArgument("skinny GEMM: needs in % 8 == 0, 16-byte aligned x and W, and as many rows in y as in x (in " +
-                          std::to_string(x.cols) + ", rows " + std::to_string(x.rows) + " vs " + std::to_string(y.rows) +
-                          ")");
-  // Buckets of 8-row groups: the kernel skips the groups past `rows` at run time.
-  if (x.rows <= 8) skinny_launch<W, 1, GLU>(x, w, w2, y, accumulate, ws, s);
-  else if (x.rows <= 16) skinny_launch<W, 2, GLU>(x, w, w2, y, accumulate, ws, s);
-  else if (x.rows <= 32) skinny_launch<W, 4, GLU>(x, w, w2, y, accumulate, ws, s);
-  else if (x.rows <= 64) skinny_launch<W, 8, GLU>(x, w, w2, y, accumulate, ws, s);
-  else skinny_launch<W, 16, GLU>(x, w, w2, y, accumulate, ws, s);
+template <class W, class X, bool GLU, bool NORM, class Epi>
+void skinny_launch(const SkinnyArgs<W, X>& a, Epi epi, cudaStream_t s) {
+  const auto kernel = kernels::skinny_gemm<W, X, GLU, NORM, Epi>;
+  constexpr int smem = kernels::skinny::kSmemBytes<X, NORM>;
+  prepare_kernel(kernel, smem, /*clusters16=*/true);
+  const int blocks = a.targets.tile_end[a.targets.count - 1] * a.groups * a.splits;
+  launch_clustered("skinny_gemm", kernel, dim3(static_cast<unsigned>(blocks)), static_cast<unsigned>(a.splits),
+                   dim3(kernels::skinny::kThreads), static_cast<std::size_t>(smem), s, a, epi);
 }
 
 }  // namespace detail
 
+/// Launches kernels::skinny_gemm: y_s (+)= xn W_s^T for the matrices in `targets`, xn = x or
+/// RMSNorm(x; norm) (fp32 x only), stored by `epi` (PlainStore or RopeStore<Slot>). With `up`
+/// the single target is the GLU's gate matrix, and `out16` (optional) takes the result rounded
+/// to W instead of y. x: [rows, in], rows 1-64, in % 8 == 0, x and the weights 16-byte aligned.
+template <class W, class X, class Epi = PlainStore>
+void skinny_gemm(const X* x, int rows, int in, LinearTargets<W> targets, bool accumulate, const W* up, W* out16,
+                 InputNorm<W> norm, SkinnyOptions options, cudaStream_t stream, Epi epi = {}) {
+  static_assert(std::is_same_v<W, __nv_bfloat16> || std::is_same_v<W, __half>, "skinny GEMM: 16-bit weights only");
+  static_assert(std::is_same_v<X, float> || std::is_same_v<X, W>, "skinny GEMM: x is fp32 or of the weights' type");
+  constexpr bool rope = !std::is_same_v<Epi, PlainStore>;
+  const bool glu = up != nullptr, normed = norm.weight != nullptr;
+  if (rows == 0) return;
+  auto misaligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 != 0; };
+  bool bad_pointer = misaligned(x) || (glu && misaligned(up));
+  for (int s = 0; s < targets.count; ++s) bad_pointer = bad_pointer || misaligned(targets.w[s]);
+  if (rows < 0 || rows > kSkinnyMaxRows || in <= 0 || in % 8 != 0 || bad_pointer || targets.count < 1 ||
+      targets.count > LinearTargets<W>::kMax)
+    throw InvalidArgument("skinny GEMM: needs 1-" + std::to_string(kSkinnyMaxRows) +
+                          " rows, in % 8 == 0, 16-byte aligned x and weights and 1-3 matrices (rows " +
+                          std::to_string(rows) + ", in " + std::to_string(in) + ", matrices " +
+                          std::to_string(targets.count) + ")");
+  if ((glu && (targets.count != 1 || rope)) || (out16 && !glu) || (normed && !std::is_same_v<X, float>))
+    throw InvalidArgument("skinny GEMM: GLU takes one matrix and no RoPE, out16 needs GLU, the norm needs fp32 x");
+  if constexpr (rope) {
+    if (epi.head_dim < 2 || epi.head_dim % 2 != 0 || kSkinnyTileM % epi.head_dim != 0)
+      throw InvalidArgument("skinny GEMM: the RoPE epilogue needs an even head_dim that divides " +
+                            std::to_string(kSkinnyTileM) + ", got " + std::to_string(epi.head_dim));
+    for (int s = 0; s < targets.count; ++s)
+      if (targets.out[s] % epi.head_dim != 0)
+        throw InvalidArgument("skinny GEMM: RoPE target " + std::to_string(s) + " has " +
+                              std::to_string(targets.out[s]) + " outputs, not a multiple of head_dim = " +
+                              std::to_string(epi.head_dim));
+  }
+  const int ty = glu ? kSkinnyTileM / 2 : kSkinnyTileM;
+  int tiles = 0;
+  for (int s = 0; s < targets.count; ++s) {
+    tiles += (targets.out[s] + ty - 1) / ty;
+    targets.tile_end[s] = tiles;
+  }
+  const int ktiles = (in + kernels::skinny::kTileK - 1) / kernels::skinny::kTileK;
+  const int groups = (rows + kSkinnyGroupRows - 1) / kSkinnyGroupRows;
+  // Split `in` until every SM has a block; each split keeps at least one k-tile.
+  int splits = options.splits > 0 ? options.splits
+                                  : std::min(kSkinnyMaxSplits, (options.num_sms + tiles * groups - 1) / (tiles * groups));
+  splits = std::max(1, std::min({splits, ktiles, 16}));
+  const SkinnyArgs<W, X> a{x, targets, up, out16, norm, rows, in, splits, groups, accumulate};
+  // Only the combinations checked above are instantiated.
+  constexpr bool fp32_x = std::is_same_v<X, float>;
+  if (glu) {
+    if constexpr (fp32_x && !rope) {
+      if (normed) detail::skinny_launch<W, X, true, true>(a, epi, stream);
+      else detail::skinny_launch<W, X, true, false>(a, epi, stream);
+    }
+  } else if constexpr (fp32_x) {
+    if (normed) detail::skinny_launch<W, X, false, true>(a, epi, stream);
+    else detail::skinny_launch<W, X, false, false>(a, epi, stream);
+  } else {
+    detail::skinny_launch<W, X, false, false>(a, epi, stream);
+  }
+}
+
 /// y (+)= x W^T on tensor cores. x: [rows, in] fp32, rows <= kSkinnyMaxRows, in % 8 == 0;
 /// w: [out, in] bf16 or fp16; y: [rows, out]. `accumulate`: y += x W^T (the residual add).
 template <class W>
-void skinny_linear(MatrixView<const float> x, const W* w, MatrixView<float> y, bool accumulate, SkinnyWorkspace& ws,
+void skinny_linear(MatrixView<const float> x, const W* w, MatrixView<float> y, bool accumulate, SkinnyOptions options,
                    cudaStream_t s) {
-  detail::skinny_dispatch<W, false>(x, w, nullptr, y, accumulate, ws, s);
+  skinny_gemm<W, float>(x.data, x.rows, x.cols, LinearTargets<W>::single(w, y), accumulate, nullptr, nullptr,
+                        InputNorm<W>{}, options, s);
 }
 
 /// y = silu(x Wg^T) * (x Wu^T) in one launch. x: [rows, in]; wg, wu: [out, in]; y: [rows, out].
 template <class W>
-void skinny_gate_up_swiglu(MatrixView<const float> x, const W* wg, const W* wu, MatrixView<float> y, SkinnyWorkspace& ws,
-                           cudaStream_t s) {
-  detail::skinny_dispatch<W, true>(x, wg, wu, y, false, ws, s);
+void skinny_gate_up_swiglu(MatrixView<const float> x, const W* wg, const W* wu, MatrixView<float> y,
+                           SkinnyOptions options, cudaStream_t s) {
+  skinny_gemm<W, float>(x.data, x.rows, x.cols, LinearTargets<W>::single(wg, y), false, wu, nullptr, InputNorm<W>{},
+                        options, s);
 }
 
 }  // namespace lckv::cuda

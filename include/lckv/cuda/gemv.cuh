@@ -7,7 +7,7 @@
 ///     block sums x's squares in the same pass, 1 / rms scales the sums),
 ///   - feed up to three weight matrices with the same x (q, k and v),
 ///   - rotate q and k by RoPE and write k and v into a KV cache slot instead of
-///     y (GemvRopeStore: a layer's whole attention input in one launch),
+///     y (RopeStore: a layer's whole attention input in one launch),
 ///   - or compute the MLP's silu(x Wg^T) * (x Wu^T) (gate, up, SwiGLU).
 /// Launched with programmatic dependent launch (launch.cuh): before waiting for
 /// the previous kernel a block already pulls its weight tile into L2.
@@ -17,54 +17,11 @@
 #include "lckv/core/buffer.hpp"
 #include "lckv/cuda/dtype.cuh"
 #include "lckv/cuda/launch.cuh"
+#include "lckv/cuda/linear_io.cuh"
 #include "lckv/cuda/mma.cuh"
 #include "lckv/cuda/ops.cuh"
 
 namespace lckv::cuda {
-
-/// Up to three matrices that read the same x: y_s[r, o] (+)= x[r] . w_s[o].
-/// tile_end[s] is the first block index past matrix s's blocks.
-template <class W>
-struct GemvTargets {
-  static constexpr int kMax = 3;
-  const W* w[kMax] = {};
-  float* y[kMax] = {};
-  int out[kMax] = {};
-  int tile_end[kMax] = {};
-  int count = 0;
-
-  /// One matrix w: [y.cols, in] into y: [rows, y.cols].
-  static GemvTargets single(const W* w, MatrixView<float> y) {
-    GemvTargets t;
-    t.w[0] = w;
-    t.y[0] = y.data;
-    t.out[0] = y.cols;
-    t.count = 1;
-    return t;
-  }
-};
-
-/// RMSNorm applied to x on the fly: weight == nullptr means none.
-template <class W>
-struct GemvNorm {
-  const W* weight = nullptr;  ///< [in]
-  float eps = 0.0f;
-};
-
-/// Plain epilogue: y = result (or y += result).
-struct GemvPlainStore {};
-
-/// The attention-input epilogue: target 0 (q) is rotated by RoPE at its row's
-/// position into y; targets 1 and 2 (k rotated, v as is) go into `slot` at the
-/// row's (seq, pos) instead of y. A block's outputs are pairs (i, i + head_dim / 2)
-/// of one head so that it holds both halves of each rotation.
-template <class Slot>
-struct GemvRopeStore {
-  const RowInfo* rows = nullptr;  ///< [rows] device
-  float theta = 0.0f;             ///< 0: no rotation (StreamingLLM rotates at read time)
-  int head_dim = 0;
-  Slot slot{};
-};
 
 namespace kernels {
 
@@ -93,13 +50,13 @@ constexpr int gemv_min_blocks(int R, int TO) { return R == 1 ? (TO <= 4 ? 4 : 3)
 /// outputs. Partial sums: warp shuffles, then one shared-memory pass.
 /// GLU: the block's first TO / 2 outputs are rows of w (gate), the other TO / 2
 /// the same rows of `up`, and it writes y = silu(gate) * up (`accumulate` ignored).
-/// Epi: GemvPlainStore, or GemvRopeStore<Slot> (its first TO / 2 outputs are
+/// Epi: PlainStore, or RopeStore<Slot> (its first TO / 2 outputs are
 /// i.. of a head, the other TO / 2 the partners i + head_dim / 2..).
-template <class W, int R, int TO, bool GLU, bool NORM, class Epi = GemvPlainStore>
+template <class W, int R, int TO, bool GLU, bool NORM, class Epi = PlainStore>
 __global__ void __launch_bounds__(256, gemv_min_blocks(R, TO))
-    gemv(const float* __restrict__ x, GemvTargets<W> targets, int rows, int in, int groups, bool accumulate,
-         const W* __restrict__ up, GemvNorm<W> norm, Epi epi = {}) {
-  constexpr bool ROPE = !std::is_same_v<Epi, GemvPlainStore>;
+    gemv(const float* __restrict__ x, LinearTargets<W> targets, int rows, int in, int groups, bool accumulate,
+         const W* __restrict__ up, InputNorm<W> norm, Epi epi = {}) {
+  constexpr bool ROPE = !std::is_same_v<Epi, PlainStore>;
   static_assert(!GLU || TO % 2 == 0);
   static_assert(!ROPE || (!GLU && TO % 2 == 0));
   constexpr int TY = GLU ? TO / 2 : TO;  // outputs of y per block
@@ -113,7 +70,7 @@ __global__ void __launch_bounds__(256, gemv_min_blocks(R, TO))
   float* y = targets.y[0];
   int out = targets.out[0], local = block, target = 0;
 #pragma unroll
-  for (int k = 1; k < GemvTargets<W>::kMax; ++k)
+  for (int k = 1; k < LinearTargets<W>::kMax; ++k)
     if (k < targets.count && block >= targets.tile_end[k - 1]) {
       w = targets.w[k];
       y = targets.y[k];
@@ -291,11 +248,11 @@ __global__ void __launch_bounds__(256, gemv_min_blocks(R, TO))
 /// filled here); with `up` the single target is the GLU's gate matrix.
 /// Outputs per block: the largest of 8 / 4 / 1 (4 at most for 8-row groups, for
 /// registers) that still gives every SM >= 2 blocks; 2 at least for the GLU and
-/// GemvRopeStore, whose head_dim / 2 the pairs per block must divide.
-template <class W, class Epi = GemvPlainStore>
-void gemv(const float* x, int rows, int in, GemvTargets<W> targets, bool accumulate, const W* up, GemvNorm<W> norm,
+/// RopeStore, whose head_dim / 2 the pairs per block must divide.
+template <class W, class Epi = PlainStore>
+void gemv(const float* x, int rows, int in, LinearTargets<W> targets, bool accumulate, const W* up, InputNorm<W> norm,
           int num_sms, cudaStream_t stream, Epi epi = {}) {
-  constexpr bool rope = !std::is_same_v<Epi, GemvPlainStore>;
+  constexpr bool rope = !std::is_same_v<Epi, PlainStore>;
   const int R = rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : 8;
   const int groups = (rows + R - 1) / R;
   const bool glu = up != nullptr;
