@@ -1,11 +1,11 @@
 #pragma once
 /// \file gemm_tc.cuh
-/// The tensor-core decode GEMM for 9-64 rows ("skinny": few rows, so streaming
+/// The tensor-core decode GEMM for 1-64 rows ("skinny": few rows, so streaming
 /// the weights once is the cost): y (+)= x W^T with W [out, in] row-major in bf16
 /// or fp16, x [rows, in] fp32 (rounded to W's type on the way into the tensor
 /// cores) or already in W's type, fp32 accumulation. It takes the targets, norm
-/// and epilogues of the 1-8-row GEMV (linear_io.cuh), so a decode layer is the
-/// same five launches at 9-64 rows as at one row:
+/// and epilogues of the 1-8-row GEMV (linear_io.cuh), so a decode layer needs no
+/// launches of its own for RMSNorm, RoPE or SwiGLU:
 ///   - RMSNorm folded in: the norm weight scales x as it enters the tensor cores,
 ///     the block sums x's squares from the same shared-memory tiles, and 1 / rms
 ///     scales the result (it is one factor per row, so it commutes with the sums);
@@ -15,16 +15,18 @@
 ///
 /// Design:
 ///   - a block owns kSkinnyTileM = 128 output features (GLU: 64 rows of Wg and the
-///     same 64 of Wu) and all rows; weight tiles [128 x 64] and x tiles [rows x 64]
-///     stream through shared memory with cp.async in a pipeline as deep as one block per SM
-///     allows (5-8 stages), the first
-///     weight stages issued before waiting for the previous kernel (launch.cuh). W is
-///     the mma's A operand (ldmatrix from XOR-swizzled rows), x the B operand;
+///     same 64 of Wu) and a group of kSkinnyGroupRows = 16 rows; the groups of a tile
+///     are adjacent blocks, so all but the first read its weights from L2;
+///   - weight tiles [128 x 64] and x tiles [16 x 64] stream through shared memory with
+///     cp.async in a 4-stage pipeline, the first weight stages issued before waiting for
+///     the previous kernel (launch.cuh); fp32 x is rounded (and normed) once per stage
+///     into a 16-bit tile. W is the mma's A operand, x the B operand, both read with
+///     ldmatrix from XOR-swizzled 128-byte rows;
 ///   - 8 warps = 4 (32 features each) x 2 (k16 steps of a stage), the two k halves
 ///     summed in shared memory;
-///   - split-K inside a thread-block cluster: the S blocks of a tile each take 1/S of
-///     `in`, then each sums a 1/S share of the rows over the cluster's shared memory
-///     (DSMEM, in rank order: deterministic) and runs the epilogue for them. No
+///   - split-K inside a thread-block cluster: the S blocks of a (tile, group) each take
+///     1/S of `in`, then each sums a 1/S share of the rows over the cluster's shared
+///     memory (DSMEM, in rank order: deterministic) and runs the epilogue for them. No
 ///     partials in global memory, no counters, no second kernel.
 
 #include <cooperative_groups.h>
@@ -87,14 +89,13 @@ constexpr int kTileK = 64;                               // k per pipeline stage
 constexpr int kWarpsK = 2;                               // warps splitting a stage's four k16 steps
 constexpr int kWarpM = kSkinnyTileM / 4;                 // features per warp (two m16 tiles)
 constexpr int kWStageBytes = kSkinnyTileM * kTileK * 2;  // 128 B per W row, XOR-swizzled 16-byte chunks
-constexpr int kXStride = kTileK + 8;                     // floats per fp32 x row: float2 fragment loads hit 32 banks
 constexpr int kCStride = kSkinnyTileM + 4;               // floats per row of the epilogue tile
 constexpr int kNormStageBytes = kTileK * 2;              // the norm weight's slice of a stage
 
 constexpr int NT = kSkinnyGroupRows / 8;  // n8 tiles of a block's rows
 
 template <class X>
-constexpr int kXStageBytes = std::is_same_v<X, float> ? kSkinnyGroupRows * kXStride * 4 : kSkinnyGroupRows * kTileK * 2;
+constexpr int kXStageBytes = kSkinnyGroupRows * kTileK * static_cast<int>(sizeof(X));
 template <class X, bool NORM>
 constexpr int kStageBytes = kWStageBytes + kXStageBytes<X> + (NORM ? kNormStageBytes : 0);
 /// Pipeline depth. Deeper (one block per SM, 5-8 stages) was slower: with so little work per
@@ -132,12 +133,14 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
   constexpr bool X16 = !std::is_same_v<X, float>;
   static_assert(!X16 || std::is_same_v<X, W>, "16-bit x must have the weights' type");
   static_assert(!(X16 && NORM) && !(GLU && ROPE) && NT % 2 == 0);
+  static_assert(kWStageBytes / 16 / kThreads == 4 && kSkinnyGroupRows * kTileK / 4 == kThreads,
+                "the copy and conversion mappings below assume 4 W chunks and 4 x elements per thread");
   constexpr int XStageBytes = kXStageBytes<X>;
   constexpr int StageBytes = kStageBytes<X, NORM>;
   constexpr int BM = kSkinnyTileM;
   constexpr int TY = GLU ? BM / 2 : BM;  // outputs of y per tile
   extern __shared__ __align__(128) unsigned char smem[];
-  __shared__ float row_ss[kWarpsK][NT * 8];  // NORM: sums of squares of x per row, per k half
+  __shared__ float row_ss[kSkinnyGroupRows];  // NORM: sums of squares of x per row
 
   pdl::allow_next();
 
@@ -166,19 +169,35 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
   const int kbeg = static_cast<int>(static_cast<std::int64_t>(ktiles) * split / S);
   const int nk = static_cast<int>(static_cast<std::int64_t>(ktiles) * (split + 1) / S) - kbeg;
 
-  // Stage `j` (k-tile kbeg + j) of the immutable operands: W (1024 16-byte chunks, four per
-  // thread, a row's 8 chunks in 8 consecutive threads) and the norm weight's 64 elements.
+  // Each thread copies the same chunks of every stage, so their addresses are worked out once.
+  // W: 1024 16-byte chunks per stage, four per thread at rows r_w + 32 i (same swizzle), chunk kc_w.
+  const int r_w = tid >> 3, kc_w = tid & 7;
+  const W* w_src[4];
+  bool w_ok[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int r = r_w + 32 * i, o = o0 + (GLU && r >= TY ? r - TY : r);
+    w_ok[i] = o < out;
+    w_src[i] = (GLU && r >= TY ? a.up : w) + static_cast<std::int64_t>(w_ok[i] ? o : 0) * in + kc_w * 8;
+  }
+  const int w_dst = swizzled(r_w, kc_w);
+  // x: one 16-byte chunk per thread and stage (fp32: 16 per row; 16-bit: 8 per row, threads < 128).
+  constexpr int kXChunks = kTileK * static_cast<int>(sizeof(X)) / 16;
+  constexpr int kXPer = 16 / static_cast<int>(sizeof(X));  // elements per chunk
+  const int r_x = tid / kXChunks, kc_x = tid % kXChunks;
+  const bool x_thread = r_x < kSkinnyGroupRows, x_row = r_x < rows;
+  const X* x_src = x + static_cast<std::int64_t>(x_row ? r_x : 0) * in + kc_x * kXPer;
+  const int x_dst = X16 ? swizzled(r_x, kc_x) : (r_x * kTileK + kc_x * 4) * 4;
+
+  // Stage `j` (k-tile kbeg + j) of the immutable operands: W and the norm weight's 64 elements.
   auto load_w = [&](int j) {
     unsigned char* dst = smem + (j % kStages) * StageBytes;
     const int k0 = (kbeg + j) * kTileK;
+    const bool k_ok = k0 + kc_w * 8 < in;
 #pragma unroll
-    for (int i = 0; i < kWStageBytes / 16 / kThreads; ++i) {
-      const int c = tid + i * kThreads, r = c >> 3, kc = c & 7;
-      const int o = o0 + (GLU && r >= TY ? r - TY : r);
-      const W* src = GLU && r >= TY ? a.up : w;
-      const int k = k0 + kc * 8;
-      const bool ok = o < out && k < in;
-      ptx::cp_async_16(ptx::smem_address(dst + swizzled(r, kc)), ok ? src + static_cast<std::int64_t>(o) * in + k : src, ok);
+    for (int i = 0; i < 4; ++i) {
+      const bool ok = w_ok[i] && k_ok;
+      ptx::cp_async_16(ptx::smem_address(dst + w_dst + i * 32 * kTileK * 2), ok ? w_src[i] + k0 : w_src[i], ok);
     }
     if constexpr (NORM) {
       if (tid < kNormStageBytes / 16) {
@@ -188,19 +207,13 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
       }
     }
   };
-  // Stage `j` of x: NT * 8 rows, zeros past `rows` and `in`.
+  // Stage `j` of x: kSkinnyGroupRows rows, zeros past `rows` and `in`.
   auto load_x = [&](int j) {
-    unsigned char* dst = smem + (j % kStages) * StageBytes + kWStageBytes;
+    if (!x_thread) return;
     const int k0 = (kbeg + j) * kTileK;
-    constexpr int kChunks = kTileK * static_cast<int>(sizeof(X)) / 16;  // per row
-    for (int c = tid; c < NT * 8 * kChunks; c += kThreads) {
-      const int r = c / kChunks, kc = c % kChunks;
-      const int k = k0 + kc * (16 / static_cast<int>(sizeof(X)));
-      const bool ok = r < rows && k < in;
-      const X* src = ok ? x + static_cast<std::int64_t>(r) * in + k : x;
-      const int offset = X16 ? swizzled(r, kc) : (r * kXStride + kc * 4) * 4;
-      ptx::cp_async_16(ptx::smem_address(dst + offset), src, ok);
-    }
+    const bool ok = x_row && k0 + kc_x * kXPer < in;
+    ptx::cp_async_16(ptx::smem_address(smem + (j % kStages) * StageBytes + kWStageBytes + x_dst), ok ? x_src + k0 : x_src,
+                     ok);
   };
 
   // Weights are immutable: start streaming them before waiting for the previous kernel.
@@ -222,13 +235,16 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.0f;
-  float ss[NT];  // NORM, warps wm == 0: this lane's share of row nt * 8 + g's sum of squares
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt) ss[nt] = 0.0f;
+  // fp32 x: each stage is first rounded (NORM: scaled by the norm weight) into xb, 16-bit rows
+  // swizzled like W, once per block rather than once per warp; thread tid converts elements
+  // 4 * (tid % 16).. of row tid / 16, and sums their squares (NORM).
+  __shared__ __align__(128) unsigned char xb[X16 ? 16 : kSkinnyGroupRows * kTileK * 2];
+  const int r_c = tid >> 4, k_c = (tid & 15) * 4;
+  float ss = 0.0f;
 
   for (int j = 0; j < nk; ++j) {
     ptx::cp_async_wait<kStages - 2>();
-    __syncthreads();  // stage j visible to all; stage j - 1 (overwritten next) consumed by all
+    __syncthreads();  // stage j visible to all; stage j - 1 (overwritten next) and xb consumed by all
     const int next = j + kStages - 1;
     if (next < nk) {
       load_w(next);
@@ -238,47 +254,33 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
 
     const unsigned char* ws = smem + (j % kStages) * StageBytes;
     const unsigned char* xs = ws + kWStageBytes;
+    if constexpr (!X16) {
+      float4 v = *reinterpret_cast<const float4*>(xs + (r_c * kTileK + k_c) * 4);
+      if constexpr (NORM) {
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        const W* gs = reinterpret_cast<const W*>(xs + XStageBytes) + k_c;
+        v = make_float4(v.x * to_float(gs[0]), v.y * to_float(gs[1]), v.z * to_float(gs[2]), v.w * to_float(gs[3]));
+      }
+      const uint2 packed = make_uint2(ptx::pack2<W>(v.x, v.y), ptx::pack2<W>(v.z, v.w));
+      *reinterpret_cast<uint2*>(xb + swizzled(r_c, k_c / 8) + (k_c % 8) * 2) = packed;
+      __syncthreads();  // xb holds stage j
+    }
+    const unsigned char* xt = X16 ? xs : xb;  // stage j of x, 16-bit, swizzled
 #pragma unroll
     for (int s = 0; s < kTileK / 16 / kWarpsK; ++s) {
       const int ks = wk + s * kWarpsK;
       unsigned af[2][4];
       load_a(ws, wm * kWarpM, ks, lane, af[0]);
       load_a(ws, wm * kWarpM + 16, ks, lane, af[1]);
-      // No skipping of the bucket's padding rows (zeros in shared memory): branch-free, the loads
-      // of all groups can be in flight together, which matters more than the idle tensor cores.
-      if constexpr (X16) {
+      // No skipping of padding rows (zeros in shared memory): branch-free.
 #pragma unroll
-        for (int np = 0; np < NT / 2; ++np) {
-          unsigned b[4];
-          load_b_pair(xs, np * 16, ks, lane, b);
+      for (int np = 0; np < NT / 2; ++np) {
+        unsigned b[4];
+        load_b_pair(xt, np * 16, ks, lane, b);
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            ptx::mma_16816<W>(acc[0][2 * np + h], af[0], b[2 * h], b[2 * h + 1]);
-            ptx::mma_16816<W>(acc[1][2 * np + h], af[1], b[2 * h], b[2 * h + 1]);
-          }
-        }
-      } else {
-        // B fragment: b0b1 = x[n = g][k = 2t, 2t + 1], b2b3 = the same at k + 8.
-        float2 g0 = make_float2(1.0f, 1.0f), g1 = g0;
-        if constexpr (NORM) {
-          const W* gs = reinterpret_cast<const W*>(xs + XStageBytes) + ks * 16 + 2 * t;
-          g0 = make_float2(to_float(gs[0]), to_float(gs[1]));
-          g1 = make_float2(to_float(gs[8]), to_float(gs[9]));
-        }
-        const float* xf = reinterpret_cast<const float*>(xs);
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-          const float* xr = xf + (nt * 8 + g) * kXStride + ks * 16 + 2 * t;
-          float2 x0 = *reinterpret_cast<const float2*>(xr), x1 = *reinterpret_cast<const float2*>(xr + 8);
-          if constexpr (NORM) {
-            // Each x element passes through exactly one lane of the wm == 0 warps.
-            if (wm == 0) ss[nt] += x0.x * x0.x + x0.y * x0.y + x1.x * x1.x + x1.y * x1.y;
-            x0 = make_float2(x0.x * g0.x, x0.y * g0.y);
-            x1 = make_float2(x1.x * g1.x, x1.y * g1.y);
-          }
-          const std::uint32_t b0 = ptx::pack2<W>(x0.x, x0.y), b1 = ptx::pack2<W>(x1.x, x1.y);
-          ptx::mma_16816<W>(acc[0][nt], af[0], b0, b1);
-          ptx::mma_16816<W>(acc[1][nt], af[1], b0, b1);
+        for (int h = 0; h < 2; ++h) {
+          ptx::mma_16816<W>(acc[0][2 * np + h], af[0], b[2 * h], b[2 * h + 1]);
+          ptx::mma_16816<W>(acc[1][2 * np + h], af[1], b[2 * h], b[2 * h + 1]);
         }
       }
     }
@@ -287,15 +289,10 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
   __syncthreads();  // the pipeline's shared memory becomes the epilogue tile
 
   if constexpr (NORM) {
-    if (wm == 0) {
+    // The 16 threads of a row are 16 consecutive lanes.
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        float v = ss[nt];
-        v += __shfl_xor_sync(0xffffffffu, v, 1);
-        v += __shfl_xor_sync(0xffffffffu, v, 2);
-        if (t == 0) row_ss[wk][nt * 8 + g] = v;
-      }
-    }
+    for (int off = 8; off > 0; off /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+    if ((tid & 15) == 0) row_ss[r_c] = ss;
   }
   // c[n][m]: row n, local feature m. The two k halves add in a fixed order.
   float* c = reinterpret_cast<float*>(smem);
@@ -354,24 +351,18 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
     if constexpr (NORM) {
       for (int n = n_begin + tid; n < n_end; n += kThreads) {
         float sum = 0.0f;
-        for (int r = 0; r < S; ++r) {
-          const float* remote = cluster.map_shared_rank(&row_ss[0][0], r);
-          sum += remote[n] + remote[NT * 8 + n];
-        }
-        row_ss[0][n] = sum;
+        for (int r = 0; r < S; ++r) sum += cluster.map_shared_rank(row_ss, r)[n];
+        row_ss[n] = sum;
       }
     }
     cluster.sync();  // the sums are in, and no block leaves while another still reads its shared memory
-  } else if constexpr (NORM) {
-    for (int n = tid; n < rows; n += kThreads) row_ss[0][n] += row_ss[1][n];
-    __syncthreads();
   }
 
   for (int e = tid; e < (n_end - n_begin) * TY; e += kThreads) {
     const int n = n_begin + e / TY, m = e % TY, o = o0 + m;
     if (o >= out) continue;
     float scale = 1.0f;
-    if constexpr (NORM) scale = 1.0f / sqrtf(row_ss[0][n] / static_cast<float>(in) + a.norm.eps);
+    if constexpr (NORM) scale = 1.0f / sqrtf(row_ss[n] / static_cast<float>(in) + a.norm.eps);
     const float* cn = c + n * kCStride;
     const float v = cn[m] * scale;
     const std::int64_t yi = static_cast<std::int64_t>(r0 + n) * out + o;
