@@ -552,11 +552,13 @@ void BM_TinyLlamaDecodeStep(benchmark::State& state) {
   Transformer<lc::CudaBackend<bf16>, Cache> model(m.config, m.weights.view());
   // variant: 0 = a launch per plain op, serialised launches, cuBLAS above 8 rows; 1 = fused steps,
   // serialised; 2 = fused steps, overlapped launches, the skinny tensor-core GEMM at 9-16 rows (the
-  // default); 3 = 2 with cuBLAS instead of the skinny GEMM (norm, RoPE, SwiGLU as launches of their own).
+  // default); 3 = 2 with cuBLAS instead of the skinny GEMM (norm, RoPE, SwiGLU as launches of their own);
+  // 4 = 2 with the skinny GEMM up to 64 rows.
   // `splits` forces the skinny GEMM's cluster size (0: its own choice).
   const int variant = static_cast<int>(state.range(3));
   model.backend().set_fusion(variant >= 1);
-  model.backend().set_skinny(variant == 1 || variant == 2);
+  model.backend().set_skinny(variant != 0 && variant != 3);
+  if (variant == 4) model.backend().set_skinny_rows(64, 64);
   model.backend().set_skinny_splits(static_cast<int>(state.range(4)));  // 0: the launcher's choice
   lc::set_overlapped_launches(variant >= 2);
   std::vector<int> seqs;
@@ -683,6 +685,7 @@ BENCHMARK(BM_TinyLlamaDecodeStep)
     ->ArgsProduct({{1}, {1024, 8192}, {0, 1}, {0, 1, 2}, {0}})
     ->ArgsProduct({{16, 32, 64, 128}, {1024, 8192}, {0, 1}, {0, 2, 3}, {0}})
     ->ArgsProduct({{16}, {1024}, {0}, {2}, {1, 2, 4, 8}})
+    ->ArgsProduct({{32, 64}, {1024, 8192}, {0, 1}, {4}, {0}})
     ->Iterations(40)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_TinyLlamaPrefill)

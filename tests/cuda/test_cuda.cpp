@@ -209,7 +209,7 @@ TEST_CASE("gate_up_swiglu (fused GEMV with SwiGLU epilogue) vs CPU" * doctest::s
 }
 
 TEST_CASE("norm_project (RMSNorm + 1-3 projections in one GEMV launch) vs CPU" * doctest::skip(!gpu())) {
-  // q / k / v shapes of a GQA layer, plus awkward sizes; 1-8 rows fuse (the GEMV), and so do 9-16
+  // q / k / v shapes of a GQA layer, plus awkward sizes; 1-8 rows fuse (the GEMV), and so do 9-32
   // rows of 16-bit weights (the skinny GEMM); else rmsnorm + cuBLAS.
   const std::vector<std::vector<int>> outs = {{512, 128, 128}, {1000}, {24, 3000}, {256, 64, 64}};
   const int ins[] = {256, 520, 136, 2048};
@@ -223,7 +223,7 @@ TEST_CASE("norm_project (RMSNorm + 1-3 projections in one GEMV launch) vs CPU" *
       std::vector<std::vector<float>> W;
       for (int out : outs[shape]) W.push_back(rounded(t, randn(static_cast<std::size_t>(out) * in, rng, 0.05f)));
       const auto norm = rounded(t, randn(static_cast<std::size_t>(in), rng, 0.3f));
-      for (int m : {1, 2, 3, 5, 8, 13, 16, 17}) {
+      for (int m : {1, 2, 3, 5, 8, 13, 17, 32, 33}) {
         CAPTURE(m);
         const auto x = randn(static_cast<std::size_t>(m) * in, rng, 2.0f);
         std::vector<float> xn(x.size());
@@ -280,15 +280,16 @@ TEST_CASE("rope_store_kv (RoPE of q and k, K/V into the cache in one launch) vs 
 
 TEST_CASE("attention_input (RMSNorm, q/k/v, RoPE, K/V into the cache: one GEMV, or one packed GEMM) vs CPU" *
           doctest::skip(!gpu())) {
-  // 1-8 rows take the fused GEMV (outputs in rotation pairs), 13-16 rows of bf16 the fused skinny
-  // GEMM (tiles of whole heads; head_dim 256 does not fit one and falls back); fp32 at 13-16 rows
-  // and 17-40 rows rmsnorm + cuBLAS + rope_store_kv, as one GEMM over the stacked weights when
-  // they are packed. Fusion on and off. q-only layers (no k / v projections) store nothing.
+  // 1-8 rows take the fused GEMV (outputs in rotation pairs), 13-32 rows of bf16 the fused skinny
+  // GEMM (tiles of whole heads, two 16-row groups at 17-32; head_dim 256 does not fit one and falls
+  // back); fp32 at 13-32 rows and 33 rows rmsnorm + cuBLAS + rope_store_kv, as one GEMM over the
+  // stacked weights when they are packed. Fusion on and off. q-only layers (no k / v projections)
+  // store nothing.
   for (DType t : {DType::F32, DType::BF16})
     for (int head_dim : {64, 128, 256})
       for (float theta : {10000.0f, 0.0f})
         for (bool computes_kv : {true, false})
-          for (int m : {1, 3, 8, 13, 16, 17, 40}) {
+          for (int m : {1, 3, 8, 13, 17, 32, 33}) {
             const std::string dtype_name = cudatest::name(t);
             CAPTURE(dtype_name);
             CAPTURE(head_dim);
@@ -335,10 +336,11 @@ TEST_CASE("attention_input (RMSNorm, q/k/v, RoPE, K/V into the cache: one GEMV, 
 }
 
 TEST_CASE("mlp (RMSNorm, gate/up, SwiGLU, down + residual; packed gate/up as one GEMM) vs CPU" * doctest::skip(!gpu())) {
-  // 1-8 rows: the fused gate/up GEMV, then the down GEMV on fp32 input. 13-16 rows: bf16 through
-  // the skinny GEMM (gate / up / SwiGLU writing the down projection's input rounded), fp32 through
-  // cuBLAS; 17-40 rows: cuBLAS on inputs rounded to the weight type, gate / up as one GEMM when
-  // packed; 300 rows: above the packed bound. Fusion on and off (off: cuBLAS at 9+ rows).
+  // 1-8 rows: the fused gate/up GEMV, then the down GEMV on fp32 input. 13-32 rows of bf16: the
+  // skinny gate / up / SwiGLU writing the down projection's input rounded, then down through the
+  // skinny GEMM (13, 16 rows) or cuBLAS (17, 32); fp32 through cuBLAS. 33 rows: cuBLAS on inputs
+  // rounded to the weight type, gate / up as one GEMM when packed; 300 rows: above the packed
+  // bound. Fusion on and off (off: cuBLAS at 9+ rows).
   const int shapes[][2] = {{264, 1000}, {136, 520}};
   for (DType t : {DType::F32, DType::BF16}) {
     const std::string dtype_name = cudatest::name(t);
@@ -352,7 +354,7 @@ TEST_CASE("mlp (RMSNorm, gate/up, SwiGLU, down + residual; packed gate/up as one
       const auto wg = rounded(t, randn(static_cast<std::size_t>(inter) * in, rng, 0.05f));
       const auto wu = rounded(t, randn(static_cast<std::size_t>(inter) * in, rng, 0.05f));
       const auto wd = rounded(t, randn(static_cast<std::size_t>(in) * inter, rng, 0.05f));
-      for (int m : {1, 5, 8, 13, 16, 17, 40, 300}) {
+      for (int m : {1, 5, 8, 13, 16, 17, 32, 33, 300}) {
         CAPTURE(m);
         const auto x = randn(static_cast<std::size_t>(m) * in, rng, 1.0f);
         const bool cublas = m > 8 && t != DType::F32;  // cuBLAS takes its inputs in the weight type

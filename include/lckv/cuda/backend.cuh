@@ -64,9 +64,11 @@ public:
   /// Benchmarks: false runs every fused step (steps::attention_input, norm_project,
   /// norm_gate_up_swiglu, rope_store_kv, attention_output, mlp) as its plain ops, one launch each.
   void set_fusion(bool on) { ctx_->gemm.set_fusion(on); }
-  /// Gemm::set_skinny: 9-16 rows (16-bit weights) through the skinny tensor-core GEMM and its
+  /// Gemm::set_skinny: 9-32 rows (16-bit weights) through the skinny tensor-core GEMM and its
   /// fused epilogues (on by default; off: cuBLAS).
   void set_skinny(bool on) { ctx_->gemm.set_skinny(on); }
+  /// Benchmarks: Gemm::set_skinny_rows.
+  void set_skinny_rows(int plain, int fused) { ctx_->gemm.set_skinny_rows(plain, fused); }
   /// Benchmarks: Gemm::set_skinny_splits.
   void set_skinny_splits(int splits) { ctx_->gemm.set_skinny_splits(splits); }
 
@@ -140,8 +142,8 @@ public:
     cuda::rope_store_kv(q, heads, k, v, slot, rows, theta, stream());
     return true;
   }
-  /// steps::attention_input: at 1-16 rows one launch (RMSNorm, q / k / v, RoPE, K/V into
-  /// the slot: the GEMV, or at 9-16 rows with 16-bit weights the skinny GEMM); at larger
+  /// steps::attention_input: at 1-32 rows one launch (RMSNorm, q / k / v, RoPE, K/V into
+  /// the slot: the GEMV, or at 9-32 rows with 16-bit weights the skinny GEMM); at larger
   /// decode batches with q / k / v back to back in memory, RMSNorm, one cuBLAS GEMM over
   /// the stacked weights and one RoPE + store launch. False (nothing done) elsewhere or
   /// with fusion off.
@@ -160,16 +162,17 @@ public:
     cuda::rope_store_kv_packed(packed, qkv[0].out, heads, slot, rows, theta, stream());
     return true;
   }
-  /// steps::mlp at decode batches above 8 rows: with 16-bit weights up to 16 rows two skinny
-  /// launches (RMSNorm + gate / up + SwiGLU writing the down projection's input rounded, then
-  /// down adding into x); above, with gate / up back to back in memory, RMSNorm, one cuBLAS
+  /// steps::mlp at decode batches above 8 rows: with 16-bit weights up to 32 rows a skinny
+  /// launch (RMSNorm + gate / up + SwiGLU writing the down projection's input rounded), then
+  /// down adding into x (skinny up to 16 rows, else cuBLAS); above, with gate / up back to back
+  /// in memory, RMSNorm, one cuBLAS
   /// GEMM over [Wg; Wu], SwiGLU straight into the down projection's input, the down GEMM
   /// adding into x. False (nothing done) elsewhere.
   bool mlp(MatrixView<float> x, const W* norm, float eps, MatrixView<float> xn, const W* wg, const W* wu, const W* wd,
            MatrixView<float> gate) const {
     Gemm& g = ctx_->gemm;
     if constexpr (!std::is_same_v<W, float>) {
-      if (g.fusion() && g.template skinny_fits<W>(x.rows, x.cols) && g.template skinny_fits<W>(x.rows, gate.cols)) {
+      if (g.fusion() && g.template skinny_fused_fits<W>(x.rows, x.cols)) {
         if (!ctx_->capturing) g.reserve_activation(static_cast<std::size_t>(x.rows) * gate.cols);
         g.skinny_mlp(x, norm, eps, wg, wu, wd, gate.cols);
         return true;
@@ -261,7 +264,7 @@ public:
     key.push_back(reinterpret_cast<std::int64_t>(ctx_->gemm.packed_data()));
     key.push_back(ctx_->key_bucket);
     key.push_back(ctx_->gemm.fusion() ? 1 : 0);
-    key.push_back(ctx_->gemm.skinny() ? 1 : 0);
+    key.push_back(ctx_->gemm.skinny_rows());
     key.push_back(overlapped_launches() ? 1 : 0);
     ctx_->graphs.run(key, stream(), [&](bool capturing) {
       ctx_->capturing = capturing;

@@ -3,7 +3,8 @@
 /// y (+)= x W^T for the model's linear layers: x fp32 [rows, in], W [out, in]
 /// row-major (the checkpoint layout) in fp32, bf16 or fp16, y fp32 [rows, out],
 /// fp32 accumulation. Decode row counts run the GEMV of gemv.cuh up to 8 rows
-/// and, for 16-bit weights, the tensor-core GEMM of gemm_tc.cuh at 9-16 rows;
+/// and, for 16-bit weights, the tensor-core GEMM of gemm_tc.cuh at 9-16 rows
+/// (9-32 for the launches with a fused norm);
 /// both fold the preceding RMSNorm in and end in the fused epilogues of
 /// linear_io.cuh. Other row counts run cuBLAS, where `accumulate` rides in the
 /// epilogue (beta = 1) so the residual stream costs no extra pass, and 16-bit
@@ -13,6 +14,7 @@
 
 #include <cublas_v2.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -29,16 +31,19 @@
 namespace lckv::cuda {
 
 /// y (+)= x W^T for every row count: kernels::gemv up to kGemvRows rows, the
-/// skinny tensor-core GEMM up to kSkinnyRows (16-bit weights; both weight
+/// skinny tensor-core GEMM up to kSkinnyRows / kSkinnyFusedRows (16-bit weights; both weight
 /// streaming, with optional RMSNorm of x and several matrices per launch),
 /// cuBLAS above. Owns a cuBLAS handle bound to one stream, with a fixed
 /// workspace so that calls can be captured into a CUDA Graph.
 class Gemm {
 public:
   static constexpr int kGemvRows = 8;
-  /// Most rows the skinny GEMM takes here. At 16 rows its fused launches make the TinyLlama decode
-  /// step 7-9% faster than cuBLAS; at 32 and 64 rows cuBLAS is faster (H100, docs/benchmarks-cuda.md).
+  /// Most rows the skinny GEMM takes here: for plain projections (o_proj, down, 16-bit or fp32 x)
+  /// and for the fused launches (RMSNorm + q / k / v + RoPE, RMSNorm + gate / up + SwiGLU). Up to
+  /// these bounds it beat cuBLAS inside the TinyLlama decode step; above them cuBLAS is faster
+  /// (H100, docs/benchmarks-cuda.md).
   static constexpr int kSkinnyRows = 16;
+  static constexpr int kSkinnyFusedRows = 32;
   static constexpr int kPackedRows = 256;  ///< packs() bound: decode batches, not prefill
 
   explicit Gemm(cudaStream_t stream, std::size_t workspace_bytes = 32u << 20)
@@ -67,10 +72,18 @@ public:
   void set_fusion(bool on) { fusion_ = on; }
   bool fusion() const { return fusion_; }
 
-  /// Whether 9-16 rows with 16-bit weights run the skinny tensor-core GEMM (on by default;
+  /// Whether 9-32 rows with 16-bit weights run the skinny tensor-core GEMM (on by default;
   /// off: cuBLAS, with separate norm, RoPE and SwiGLU launches).
   void set_skinny(bool on) { skinny_on_ = on; }
   bool skinny() const { return skinny_on_; }
+  /// Benchmarks: the most rows routed to the skinny GEMM, plain and fused (defaults kSkinnyRows,
+  /// kSkinnyFusedRows; at most kSkinnyMaxRows).
+  void set_skinny_rows(int plain, int fused) {
+    skinny_rows_ = std::clamp(plain, kGemvRows, kSkinnyMaxRows);
+    skinny_fused_rows_ = std::clamp(fused, kGemvRows, kSkinnyMaxRows);
+  }
+  /// The bounds as one number (graph keys): 0 when the skinny GEMM is off.
+  int skinny_rows() const { return skinny_on_ ? skinny_rows_ * 256 + skinny_fused_rows_ : 0; }
   /// Benchmarks: force the skinny GEMM's split-K cluster size (0: its own choice).
   void set_skinny_splits(int splits) { skinny_.splits = splits; }
 
@@ -82,12 +95,17 @@ public:
   /// Whether `rows` x `in` inputs go through the skinny tensor-core GEMM.
   template <StorageType W>
   bool skinny_fits(int rows, int in) const {
-    return skinny_on_ && !std::is_same_v<W, float> && rows > kGemvRows && rows <= kSkinnyRows && in % 8 == 0;
+    return skinny_fused_fits<W>(rows, in) && rows <= skinny_rows_;
+  }
+  /// Whether `rows` x `in` inputs go through the skinny GEMM's fused launches.
+  template <StorageType W>
+  bool skinny_fused_fits(int rows, int in) const {
+    return skinny_on_ && !std::is_same_v<W, float> && rows > kGemvRows && rows <= skinny_fused_rows_ && in % 8 == 0;
   }
   /// Whether norm_project / gate_up_swiglu with a norm run as one launch for this input.
   template <StorageType W>
   bool fuses(int rows, int in) const {
-    return fusion_ && (gemv_fits<W>(rows, in) || skinny_fits<W>(rows, in));
+    return fusion_ && (gemv_fits<W>(rows, in) || skinny_fused_fits<W>(rows, in));
   }
   /// Whether norm_project with a RopeStore of `head_dim` runs as one launch (the skinny
   /// GEMM's tiles must hold whole heads).
@@ -102,7 +120,7 @@ public:
   /// memory, as DeviceWeights lays out q / k / v and gate / up.
   template <StorageType W>
   bool packs(int rows, int in, std::span<const steps::Projection<W>> projections) const {
-    if (!fusion_ || rows <= kGemvRows || rows > kPackedRows || projections.size() < 2 || skinny_fits<W>(rows, in))
+    if (!fusion_ || rows <= kGemvRows || rows > kPackedRows || projections.size() < 2 || skinny_fused_fits<W>(rows, in))
       return false;
     for (std::size_t s = 1; s < projections.size(); ++s)
       if (projections[s].weight != projections[s - 1].weight + static_cast<std::int64_t>(projections[s - 1].out.cols) * in)
@@ -265,18 +283,17 @@ public:
     swiglu(gate, MatrixView<const float>{up.data, up.rows, up.cols}, stream_);
   }
 
-  /// x += SwiGLU(RMSNorm(x; norm, eps)) Wd^T in two skinny launches (skinny_fits(rows, in)
-  /// and skinny_fits(rows, inter) must hold): gate / up / SwiGLU write the down projection's
-  /// input rounded to W into the activation scratch (reserve_activation(rows * inter)), and
-  /// the down projection adds into x. x: [rows, in]; wg, wu: [inter, in]; wd: [in, inter].
+  /// x += SwiGLU(RMSNorm(x; norm, eps)) Wd^T: one skinny launch (skinny_fused_fits(rows, in)
+  /// must hold) writes gate / up / SwiGLU rounded to W into the activation scratch
+  /// (reserve_activation(rows * inter)), then the down projection adds into x (skinny or
+  /// cuBLAS, linear_from_rounded). x: [rows, in]; wg, wu: [inter, in]; wd: [in, inter].
   template <StorageType W>
   void skinny_mlp(MatrixView<float> x, const W* norm, float eps, const W* wg, const W* wu, const W* wd, int inter) {
     static_assert(!std::is_same_v<W, float>, "skinny GEMM: 16-bit weights only");
     W* h = activation<W>(static_cast<std::int64_t>(x.rows) * inter);
     skinny_gemm<W, float>(x.data, x.rows, x.cols, LinearTargets<W>::single(wg, MatrixView<float>{nullptr, x.rows, inter}),
                           false, wu, h, InputNorm<W>{norm, eps}, skinny_, stream_);
-    skinny_gemm<W, W>(h, x.rows, inter, LinearTargets<W>::single(wd, x), true, nullptr, nullptr, InputNorm<W>{},
-                      skinny_, stream_);
+    linear_from_rounded(h, x.rows, inter, wd, x, /*accumulate=*/true);
   }
 
   /// Plain C[m, n] = A[m, k] B[n, k]^T on 16-bit or fp32 operands (benchmarks: the ceiling).
@@ -332,6 +349,8 @@ private:
   int num_sms_ = 1;
   bool fusion_ = true;
   bool skinny_on_ = true;
+  int skinny_rows_ = kSkinnyRows;
+  int skinny_fused_rows_ = kSkinnyFusedRows;
   cudaStream_t stream_ = nullptr;
   DeviceBuffer<unsigned char> workspace_;
   DeviceBuffer<unsigned char> act_;
