@@ -415,6 +415,14 @@ TEST_CASE("skinny tensor-core GEMM (9-64 rows, cluster split-K, GLU) vs CPU" * d
         }
       }
     }
+    {  // Bad shapes get an error that names them, not a launch.
+      const auto W = rounded(t, randn(static_cast<std::size_t>(64) * 64, rng, 0.05f));
+      const auto x65 = randn(static_cast<std::size_t>(65) * 64, rng);
+      CHECK_THROWS_WITH(cudatest::linear_tc(x65, 65, 64, W, 64, t, nullptr), doctest::Contains("rows 65"));
+      const auto W12 = rounded(t, randn(static_cast<std::size_t>(64) * 12, rng, 0.05f));
+      const auto x12 = randn(static_cast<std::size_t>(9) * 12, rng);
+      CHECK_THROWS_WITH(cudatest::linear_tc(x12, 9, 12, W12, 64, t, nullptr), doctest::Contains("in 12"));
+    }
     const int glu_shapes[][2] = {{5632, 2048}, {1000, 520}, {4005, 136}, {3, 64}};
     for (const auto& sh : glu_shapes) {
       const int out = sh[0], in = sh[1];
