@@ -564,7 +564,7 @@ inline constexpr int kDecodeStages = 3;      ///< cp.async depth at two blocks p
 inline constexpr int kDecodeDeepStages = 4;  ///< at one block per SM: grids of at most half the SMs (batch 1-2)
 inline constexpr int kDecodeBlocksPerSm = 2;  ///< what the shared memory allows; plan_attention fills SMs by it
 inline constexpr int kDecodeMaxGroup = 16;    ///< the MMA's M
-inline constexpr int kDecodeMaxSplits = 16;   ///< the largest cluster sm_90 allows (non-portable size)
+inline constexpr int kDecodeMaxSplits = kMaxClusterBlocks;  ///< a row's splits form one cluster
 inline constexpr int kDecodePrefetchTiles = 4;  ///< a warp's tiles pulled into L2 before pdl::wait
 /// A warp's key tile: 8 KiB of K and V per stage for either head_dim.
 template <int D>
@@ -1059,12 +1059,8 @@ std::size_t decode_mma_smem() {
 /// (grid.x) as one cluster.
 template <class Slot, int D, int Stages>
 void launch_decode_mma(const attn::Params<Slot>& p, dim3 grid, cudaStream_t s) {
-  const std::size_t smem = decode_mma_smem<Slot, D, Stages>();
-  if (grid.x == 1)
-    launch("decode_kernel_mma", attn::decode_kernel_mma<Slot, D, Stages>, grid, attn::kDecodeWarps * 32, smem, s, p);
-  else
-    launch_clustered("decode_kernel_mma", attn::decode_kernel_mma<Slot, D, Stages>, grid, grid.x,
-                     attn::kDecodeWarps * 32, smem, s, p);
+  launch_clustered("decode_kernel_mma", attn::decode_kernel_mma<Slot, D, Stages>, grid, grid.x,
+                   attn::kDecodeWarps * 32, decode_mma_smem<Slot, D, Stages>(), s, p);
 }
 
 /// Whether a decode grid takes the deeper pipeline: its shared memory leaves one block per SM,

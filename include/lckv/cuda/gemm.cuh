@@ -247,15 +247,7 @@ public:
       t.out[s] = projections[s].out.cols;
     }
     t.count = static_cast<int>(projections.size());
-    if constexpr (!std::is_same_v<W, float>) {
-      if (x.rows > kGemvRows) {
-        skinny_gemm<W, float>(x.data, x.rows, x.cols, t, false, nullptr, nullptr, InputNorm<W>{norm, eps}, skinny_,
-                              stream_, epi);
-        return;
-      }
-    }
-    gemv(x.data, x.rows, x.cols, t, false, static_cast<const W*>(nullptr), InputNorm<W>{norm, eps}, num_sms_, stream_,
-         epi);
+    fused_launch(x, t, static_cast<const W*>(nullptr), InputNorm<W>{norm, eps}, epi);
   }
 
   /// gate = silu(xn Wg^T) * (xn Wu^T), xn = x or RMSNorm(x) when `norm`: one
@@ -266,15 +258,7 @@ public:
                       const W* wu, MatrixView<float> gate, MatrixView<float> up) {
     if (x.rows == 0) return;
     if (fuses<W>(x.rows, x.cols)) {
-      if constexpr (!std::is_same_v<W, float>) {
-        if (x.rows > kGemvRows) {
-          skinny_gemm<W, float>(x.data, x.rows, x.cols, LinearTargets<W>::single(wg, gate), false, wu, nullptr,
-                                InputNorm<W>{norm, eps}, skinny_, stream_);
-          return;
-        }
-      }
-      gemv(x.data, x.rows, x.cols, LinearTargets<W>::single(wg, gate), false, wu, InputNorm<W>{norm, eps}, num_sms_,
-           stream_);
+      fused_launch(x, LinearTargets<W>::single(wg, gate), wu, InputNorm<W>{norm, eps});
       return;
     }
     const steps::Projection<W> both[] = {{wg, gate}, {wu, up}};
@@ -344,6 +328,18 @@ private:
                                    CUDA_R_32F, y.cols, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
   static bool aligned(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+  /// One launch of the fused kernels (fuses(rows, in) holds): the GEMV up to kGemvRows rows,
+  /// else the skinny GEMM. x: [rows, in]; `up`: the GLU's Wu, or none.
+  template <StorageType W, class Epi = PlainStore>
+  void fused_launch(MatrixView<const float> x, LinearTargets<W> targets, const W* up, InputNorm<W> norm, Epi epi = {}) {
+    if constexpr (!std::is_same_v<W, float>) {
+      if (x.rows > kGemvRows) {
+        skinny_gemm<W, float>(x.data, x.rows, x.cols, targets, false, up, nullptr, norm, skinny_, stream_, epi);
+        return;
+      }
+    }
+    gemv(x.data, x.rows, x.cols, targets, false, up, norm, num_sms_, stream_, epi);
+  }
 
   cublasHandle_t handle_ = nullptr;
   int num_sms_ = 1;

@@ -371,18 +371,8 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
       if (a.out16) a.out16[yi] = from_float<W>(h);
       else y[yi] = h;
     } else if constexpr (ROPE) {
-      using KV = std::remove_cv_t<std::remove_pointer_t<decltype(epi.slot.key(0, 0, 0))>>;
-      const int D = epi.head_dim, half = D / 2, i = o % D;  // a tile holds whole heads
-      const RowInfo ri = epi.rows[r0 + n];
-      float value = v;
-      if (target < 2 && epi.theta > 0.0f) {  // x[i] = a c - b s, x[i + half] = b c + a s
-        const float partner = cn[i < half ? m + half : m - half] * scale;
-        float sn, cs;
-        rope_sin_cos(ri.pos, i % half, D, epi.theta, &sn, &cs);
-        value = i < half ? v * cs - partner * sn : v * cs + partner * sn;
-      }
-      if (target == 0) y[yi] = value;
-      else (target == 1 ? epi.slot.key(ri.seq, ri.pos, o / D) : epi.slot.value(ri.seq, ri.pos, o / D))[i] = from_float<KV>(value);
+      const int half = epi.head_dim / 2;  // a tile holds whole heads: the partner is in it
+      epi.store(target, r0 + n, o, v, [&] { return cn[o % epi.head_dim < half ? m + half : m - half] * scale; }, y + yi);
     } else {
       y[yi] = a.accumulate ? y[yi] + v : v;
     }
@@ -408,7 +398,8 @@ void skinny_launch(const SkinnyArgs<W, X>& a, Epi epi, cudaStream_t s) {
 /// Launches kernels::skinny_gemm: y_s (+)= xn W_s^T for the matrices in `targets`, xn = x or
 /// RMSNorm(x; norm) (fp32 x only), stored by `epi` (PlainStore or RopeStore<Slot>). With `up`
 /// the single target is the GLU's gate matrix, and `out16` (optional) takes the result rounded
-/// to W instead of y. x: [rows, in], rows 1-64, in % 8 == 0, x and the weights 16-byte aligned.
+/// to W instead of y. x: [rows, in], rows 1-64, in % 8 == 0, x, the weights and the norm
+/// weight 16-byte aligned.
 template <class W, class X, class Epi = PlainStore>
 void skinny_gemm(const X* x, int rows, int in, LinearTargets<W> targets, bool accumulate, const W* up, W* out16,
                  InputNorm<W> norm, SkinnyOptions options, cudaStream_t stream, Epi epi = {}) {
@@ -429,14 +420,10 @@ void skinny_gemm(const X* x, int rows, int in, LinearTargets<W> targets, bool ac
   if ((glu && (targets.count != 1 || rope)) || (out16 && !glu) || (normed && !std::is_same_v<X, float>))
     throw InvalidArgument("skinny GEMM: GLU takes one matrix and no RoPE, out16 needs GLU, the norm needs fp32 x");
   if constexpr (rope) {
-    if (epi.head_dim < 2 || epi.head_dim % 2 != 0 || kSkinnyTileM % epi.head_dim != 0)
-      throw InvalidArgument("skinny GEMM: the RoPE epilogue needs an even head_dim that divides " +
+    epi.check("skinny GEMM", targets);
+    if (kSkinnyTileM % epi.head_dim != 0)
+      throw InvalidArgument("skinny GEMM: the RoPE epilogue needs a head_dim that divides " +
                             std::to_string(kSkinnyTileM) + ", got " + std::to_string(epi.head_dim));
-    for (int s = 0; s < targets.count; ++s)
-      if (targets.out[s] % epi.head_dim != 0)
-        throw InvalidArgument("skinny GEMM: RoPE target " + std::to_string(s) + " has " +
-                              std::to_string(targets.out[s]) + " outputs, not a multiple of head_dim = " +
-                              std::to_string(epi.head_dim));
   }
   const int ty = glu ? kSkinnyTileM / 2 : kSkinnyTileM;
   int tiles = 0;
@@ -449,7 +436,7 @@ void skinny_gemm(const X* x, int rows, int in, LinearTargets<W> targets, bool ac
   // Split `in` until every SM has a block; each split keeps at least one k-tile.
   int splits = options.splits > 0 ? options.splits
                                   : std::min(kSkinnyMaxSplits, (options.num_sms + tiles * groups - 1) / (tiles * groups));
-  splits = std::max(1, std::min({splits, ktiles, 16}));
+  splits = std::max(1, std::min({splits, ktiles, kMaxClusterBlocks}));
   const SkinnyArgs<W, X> a{x, targets, up, out16, norm, rows, in, splits, groups, accumulate};
   // Only the combinations checked above are instantiated.
   constexpr bool fp32_x = std::is_same_v<X, float>;

@@ -219,18 +219,8 @@ __global__ void __launch_bounds__(256, gemv_min_blocks(R, TO))
       const float sum = result(t);
       float* yo = y + static_cast<std::int64_t>(r0 + r) * out + o;
       if constexpr (ROPE) {
-        using KV = std::remove_cv_t<std::remove_pointer_t<decltype(epi.slot.key(0, 0, 0))>>;
-        const int D = epi.head_dim, half = D / 2, pairs = TY / 2, i = o % D;
-        const RowInfo ri = epi.rows[r0 + r];
-        float value = sum;
-        if (target < 2 && epi.theta > 0.0f) {  // x[i] = a c - b s, x[i + half] = b c + a s
-          const float partner = result(t < pairs ? t + pairs : t - pairs);
-          float sn, cs;
-          rope_sin_cos(ri.pos, i % half, D, epi.theta, &sn, &cs);
-          value = i < half ? sum * cs - partner * sn : sum * cs + partner * sn;
-        }
-        if (target == 0) *yo = value;
-        else (target == 1 ? epi.slot.key(ri.seq, ri.pos, o / D) : epi.slot.value(ri.seq, ri.pos, o / D))[i] = from_float<KV>(value);
+        constexpr int pairs = TY / 2;  // the block's outputs t and t +- pairs are partners
+        epi.store(target, r0 + r, o, sum, [&] { return result(t < pairs ? t + pairs : t - pairs); }, yo);
       } else if constexpr (GLU) {
         const float u = result(t + TY);
         *yo = sum / (1.0f + expf(-sum)) * u;
@@ -257,13 +247,8 @@ void gemv(const float* x, int rows, int in, LinearTargets<W> targets, bool accum
   const int groups = (rows + R - 1) / R;
   const bool glu = up != nullptr;
   if constexpr (rope) {
-    if (glu || epi.head_dim < 2 || epi.head_dim % 2 != 0)
-      throw InvalidArgument("gemv: the RoPE epilogue takes no GLU and an even head_dim, got head_dim = " +
-                            std::to_string(epi.head_dim));
-    for (int s = 0; s < targets.count; ++s)
-      if (targets.out[s] % epi.head_dim != 0)
-        throw InvalidArgument("gemv: RoPE target " + std::to_string(s) + " has " + std::to_string(targets.out[s]) +
-                              " outputs, not a multiple of head_dim = " + std::to_string(epi.head_dim));
+    if (glu) throw InvalidArgument("gemv: the RoPE epilogue takes no GLU");
+    epi.check("gemv", targets);
   }
   auto blocks_for = [&](int to) {
     std::int64_t total = 0;

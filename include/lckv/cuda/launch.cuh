@@ -131,6 +131,9 @@ inline PreparedKernels& prepared_kernels() {
 }
 }  // namespace detail
 
+/// The most blocks of a thread-block cluster on sm_90 (the non-portable size; 8 is portable).
+inline constexpr int kMaxClusterBlocks = 16;
+
 /// Raises `kernel`'s dynamic shared-memory limit to `smem_bytes` and, with `clusters16`, allows
 /// it clusters of up to 16 blocks; once per kernel. Keyed by the kernel's address, not by its
 /// template: without relocatable device code every translation unit has its own copy of a
@@ -153,7 +156,8 @@ void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, 
 }
 
 /// The same with the grid's x dimension cut into clusters of `cluster_x` blocks
-/// (sm_90: the blocks of a cluster run together and share their shared memory).
+/// (sm_90: the blocks of a cluster run together and share their shared memory; 1: no
+/// clusters, as `launch`).
 template <class... Params, class... Args>
 void launch_clustered(const char* name, void (*kernel)(Params...), dim3 grid, unsigned cluster_x, dim3 block,
                       std::size_t smem, cudaStream_t stream, Args&&... args) {

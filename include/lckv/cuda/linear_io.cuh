@@ -5,8 +5,14 @@
 /// the matrices one launch feeds with the same x, the RMSNorm folded into x,
 /// and the epilogue that stores the result (plain, or RoPE + K/V into a cache slot).
 
+#include <string>
+#include <type_traits>
+
 #include "lckv/core/buffer.hpp"
+#include "lckv/core/error.hpp"
 #include "lckv/core/rows.hpp"
+#include "lckv/cuda/dtype.cuh"
+#include "lckv/cuda/ops.cuh"
 
 namespace lckv::cuda {
 
@@ -52,6 +58,38 @@ struct RopeStore {
   float theta = 0.0f;             ///< 0: no rotation (StreamingLLM rotates at read time)
   int head_dim = 0;
   Slot slot{};
+
+  /// Host: throws unless head_dim is even and every target's width is a multiple of it.
+  template <class W>
+  void check(const char* who, const LinearTargets<W>& targets) const {
+    if (head_dim < 2 || head_dim % 2 != 0)
+      throw InvalidArgument(std::string(who) + ": the RoPE epilogue needs an even head_dim, got head_dim = " +
+                            std::to_string(head_dim));
+    for (int s = 0; s < targets.count; ++s)
+      if (targets.out[s] % head_dim != 0)
+        throw InvalidArgument(std::string(who) + ": RoPE target " + std::to_string(s) + " has " +
+                              std::to_string(targets.out[s]) + " outputs, not a multiple of head_dim = " +
+                              std::to_string(head_dim));
+  }
+
+  /// Stores output o of target `target` (0 q, 1 k, 2 v) for row r: q rotated into *yq, k rotated
+  /// and v as it is into the slot at the row's (seq, pos). `partner()` returns the row's output
+  /// o + head_dim / 2 (first half) or o - head_dim / 2 (second half), the rotation's other input;
+  /// it is called only when there is a rotation.
+  template <class Partner>
+  __device__ void store(int target, int r, int o, float value, Partner partner, float* yq) const {
+    using KV = std::remove_cv_t<std::remove_pointer_t<decltype(slot.key(0, 0, 0))>>;
+    const int half = head_dim / 2, i = o % head_dim;
+    const RowInfo ri = rows[r];
+    if (target < 2 && theta > 0.0f) {  // x[i] = a c - b s, x[i + half] = b c + a s
+      float sn, cs;
+      kernels::rope_sin_cos(ri.pos, i % half, head_dim, theta, &sn, &cs);
+      const float b = partner();
+      value = i < half ? value * cs - b * sn : value * cs + b * sn;
+    }
+    if (target == 0) *yq = value;
+    else (target == 1 ? slot.key(ri.seq, ri.pos, o / head_dim) : slot.value(ri.seq, ri.pos, o / head_dim))[i] = from_float<KV>(value);
+  }
 };
 
 }  // namespace lckv::cuda
