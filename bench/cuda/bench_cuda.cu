@@ -354,13 +354,14 @@ void BM_DecodeOps(benchmark::State& state) {
 
 /// The decode GEMMs at batch 16-64: impl 0 = lc::Gemm::linear with the skinny GEMM off (cuBLAS
 /// above 8 rows; op 9 = gate_up_swiglu, i.e. two GEMMs and swiglu there), 1 = the tensor-core
-/// skinny GEMM (op 9: one fused launch) with `splits` blocks per tile (0: its own choice). Ops as
+/// skinny GEMM (op 9: one fused launch) with `splits` blocks per tile (0: its own choice), 2 = 1
+/// with 16-row blocks only. Ops as
 /// in BM_DecodeOps: 0 q_proj, 1 k_proj, 2 gate, 3 down, 4 lm_head, 9 gate+up+SwiGLU.
 /// bytes_per_s counts the weights once plus x and y in fp32.
 void BM_SkinnyGemm(benchmark::State& state) {
   const int op = static_cast<int>(state.range(0)), B = static_cast<int>(state.range(1));
-  const bool skinny = state.range(2) == 1;
-  const lc::SkinnyOptions options{lc::device_sms(), static_cast<int>(state.range(3))};
+  const bool skinny = state.range(2) >= 1;
+  const lc::SkinnyOptions options{lc::device_sms(), static_cast<int>(state.range(3)), state.range(2) == 2 ? 16 : 0};
   const int shapes[5][2] = {{2048, 2048}, {2048, 256}, {2048, 5632}, {5632, 2048}, {2048, 32000}};
   const int in = op == 9 ? 2048 : shapes[op][0], out = op == 9 ? 5632 : shapes[op][1];
   lc::Stream s;
@@ -393,7 +394,7 @@ void BM_SkinnyGemm(benchmark::State& state) {
   const double bytes = 2.0 * wsz * (op == 9 ? 2 : 1) + 4.0 * B * (in + out);
   time_per_launch(state, s.get(), run);
   static const char* names[] = {"q_proj", "k_proj", "gate_proj", "down_proj", "lm_head", "", "", "", "", "gate_up_glu"};
-  state.SetLabel(std::string(names[op]) + (skinny ? " skinny" : " cublas"));
+  state.SetLabel(std::string(names[op]) + (!skinny ? " cublas" : options.group_rows == 16 ? " skinny16" : " skinny"));
   state.counters["bytes_per_s"] = benchmark::Counter(bytes * state.iterations(), benchmark::Counter::kIsRate);
 }
 
@@ -553,12 +554,14 @@ void BM_TinyLlamaDecodeStep(benchmark::State& state) {
   // variant: 0 = a launch per plain op, serialised launches, cuBLAS above 8 rows; 1 = fused steps,
   // serialised; 2 = fused steps, overlapped launches, the skinny tensor-core GEMM at 9-32 rows for
   // the fused launches and 9-16 for o_proj / down (the default); 3 = 2 with cuBLAS instead of the skinny GEMM (norm, RoPE, SwiGLU as launches of their own);
-  // 4 = 2 with the skinny GEMM up to 64 rows.
+  // 4 = 2 with the skinny GEMM up to 64 rows; 5 = 4 with 16-row blocks only (its blocking before
+  // 32-row blocks).
   // `splits` forces the skinny GEMM's cluster size (0: its own choice).
   const int variant = static_cast<int>(state.range(3));
   model.backend().set_fusion(variant >= 1);
   model.backend().set_skinny(variant != 0 && variant != 3);
-  if (variant == 4) model.backend().set_skinny_rows(64, 64);
+  if (variant == 4 || variant == 5) model.backend().set_skinny_rows(64, 64);
+  if (variant == 5) model.backend().set_skinny_group_rows(16);
   model.backend().set_skinny_splits(static_cast<int>(state.range(4)));  // 0: the launcher's choice
   lc::set_overlapped_launches(variant >= 2);
   std::vector<int> seqs;
@@ -671,6 +674,7 @@ BENCHMARK(BM_SkinnyGemm)
     ->ArgNames({"op", "batch", "impl", "splits"})
     ->ArgsProduct({{0, 1, 2, 3, 4, 9}, {16, 32, 64}, {0}, {0}})
     ->ArgsProduct({{0, 1, 2, 3, 4, 9}, {16, 32, 64}, {1}, {0, 1, 2, 4, 8, 16}})
+    ->ArgsProduct({{0, 1, 2, 3, 4, 9}, {32, 64}, {2}, {0}})
     ->UseManualTime()
     ->Iterations(5)
     ->Unit(benchmark::kMicrosecond);
@@ -685,7 +689,7 @@ BENCHMARK(BM_TinyLlamaDecodeStep)
     ->ArgsProduct({{1}, {1024, 8192}, {0, 1}, {0, 1, 2}, {0}})
     ->ArgsProduct({{16, 32, 64, 128}, {1024, 8192}, {0, 1}, {0, 2, 3}, {0}})
     ->ArgsProduct({{16}, {1024}, {0}, {2}, {1, 2, 4, 8}})
-    ->ArgsProduct({{32, 64}, {1024, 8192}, {0, 1}, {4}, {0}})
+    ->ArgsProduct({{32, 64}, {1024, 8192}, {0, 1}, {4, 5}, {0}})
     ->Iterations(40)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_TinyLlamaPrefill)

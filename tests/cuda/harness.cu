@@ -226,7 +226,7 @@ decltype(auto) with_16bit_type(DType t, F&& f) {
 }  // namespace
 
 std::vector<float> linear_tc(const std::vector<float>& x, int rows, int in, const std::vector<float>& w, int out, DType wt,
-                             const std::vector<float>* y0, int splits) {
+                             const std::vector<float>* y0, int splits, int group_rows) {
   return with_16bit_type(wt, [&](auto tag) {
     using W = decltype(tag);
     cuda::Stream stream;
@@ -234,14 +234,14 @@ std::vector<float> linear_tc(const std::vector<float>& x, int rows, int in, cons
     auto dw = converted<W>(w);
     auto y = y0 ? to_device(*y0) : poisoned(static_cast<std::size_t>(rows) * out);
     cuda::skinny_linear(cmat(dx, rows, in), dw.data(), mat(y, rows, out), y0 != nullptr,
-                        cuda::SkinnyOptions{cuda::device_sms(), splits}, stream.get());
+                        cuda::SkinnyOptions{cuda::device_sms(), splits, group_rows}, stream.get());
     stream.synchronize();
     return to_host(y);
   });
 }
 
 std::vector<float> gate_up_swiglu_tc(const std::vector<float>& x, int rows, int in, const std::vector<float>& wg,
-                                     const std::vector<float>& wu, int out, DType wt, int splits) {
+                                     const std::vector<float>& wu, int out, DType wt, int splits, int group_rows) {
   return with_16bit_type(wt, [&](auto tag) {
     using W = decltype(tag);
     cuda::Stream stream;
@@ -250,10 +250,14 @@ std::vector<float> gate_up_swiglu_tc(const std::vector<float>& x, int rows, int 
     auto du = converted<W>(wu);
     auto y = poisoned(static_cast<std::size_t>(rows) * out);
     cuda::skinny_gate_up_swiglu(cmat(dx, rows, in), dg.data(), du.data(), mat(y, rows, out),
-                                cuda::SkinnyOptions{cuda::device_sms(), splits}, stream.get());
+                                cuda::SkinnyOptions{cuda::device_sms(), splits, group_rows}, stream.get());
     stream.synchronize();
     return to_host(y);
   });
+}
+
+int skinny_splits(int blocks, int ktiles, int num_sms, int forced) {
+  return cuda::skinny_splits(blocks, ktiles, cuda::SkinnyOptions{num_sms, forced});
 }
 
 std::vector<float> rope(const std::vector<float>& x, int cols, int heads, int head_dim, const std::vector<RowInfo>& rows,

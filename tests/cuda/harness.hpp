@@ -45,11 +45,15 @@ std::vector<float> gate_up_swiglu(const std::vector<float>& x, int rows, int in,
                                   const std::vector<float>* norm = nullptr, float eps = 1e-5f);
 /// linear and gate_up_swiglu through the tensor-core skinny GEMM (cuda::skinny_linear,
 /// cuda::skinny_gate_up_swiglu) called directly: 16-bit weights, rows <= kSkinnyMaxRows;
-/// `splits` forces the split-K cluster size (0: the launcher's choice).
+/// `splits` forces the split-K cluster size and `group_rows` the rows per block, 16 or 32 (0: the
+/// launcher's choice).
 std::vector<float> linear_tc(const std::vector<float>& x, int rows, int in, const std::vector<float>& w, int out, DType wt,
-                             const std::vector<float>* y0, int splits = 0);
+                             const std::vector<float>* y0, int splits = 0, int group_rows = 0);
 std::vector<float> gate_up_swiglu_tc(const std::vector<float>& x, int rows, int in, const std::vector<float>& wg,
-                                     const std::vector<float>& wu, int out, DType wt, int splits = 0);
+                                     const std::vector<float>& wu, int out, DType wt, int splits = 0,
+                                     int group_rows = 0);
+/// The skinny GEMM's split-K cluster size (cuda::skinny_splits; host code: runs without a device).
+int skinny_splits(int blocks, int ktiles, int num_sms, int forced);
 /// RMSNorm(x; norm, eps) W_s^T for each matrix w[s] ([out[s], in]) through CudaBackend::norm_project
 /// (one launch when `fused` and rows <= 8, or 9-64 rows of 16-bit weights; else rmsnorm + linear
 /// each); outputs concatenated.

@@ -378,11 +378,35 @@ TEST_CASE("mlp (RMSNorm, gate/up, SwiGLU, down + residual; packed gate/up as one
   }
 }
 
-TEST_CASE("skinny tensor-core GEMM (9-64 rows, cluster split-K, GLU) vs CPU" * doctest::skip(!gpu())) {
+// Host code only. TinyLlama's launches at 32 rows (32-row blocks) on an H100's 132 SMs: (tiles,
+// k-tiles) q / k / v (20, 32), o_proj (16, 32), gate / up (88, 32), down (16, 88), lm_head (250, 32).
+TEST_CASE("skinny split plan: the fewest blocks per tile that fill the SMs, at most 8; forced sizes clamped") {
+  const int sms = 132;
+  CHECK(cudatest::skinny_splits(20, 32, sms, 0) == 7);  // 140 blocks (6, i.e. 120, measured slower)
+  CHECK(cudatest::skinny_splits(16, 32, sms, 0) == 8);  // 9 capped at 8
+  CHECK(cudatest::skinny_splits(16, 88, sms, 0) == 8);
+  CHECK(cudatest::skinny_splits(88, 32, sms, 0) == 2);
+  CHECK(cudatest::skinny_splits(250, 32, sms, 0) == 1);
+  CHECK(cudatest::skinny_splits(20, 3, sms, 0) == 3);   // each split keeps a k-tile
+  CHECK(cudatest::skinny_splits(20, 32, sms, 17) == 16);  // forced: at most the largest cluster
+  CHECK(cudatest::skinny_splits(20, 2, sms, 5) == 2);
+  for (int blocks = 1; blocks <= 300; ++blocks) {
+    CAPTURE(blocks);
+    const int s = cudatest::skinny_splits(blocks, 32, sms, 0);
+    CHECK(s >= 1);
+    CHECK(s <= 8);
+    CHECK((s == 8 || blocks * s >= sms));         // every SM gets a block unless capped
+    CHECK((s == 1 || blocks * (s - 1) < sms));    // and no split more than that takes
+  }
+}
+
+TEST_CASE("skinny tensor-core GEMM (9-64 rows, 16- and 32-row blocks, cluster split-K, GLU) vs CPU" *
+          doctest::skip(!gpu())) {
   // TinyLlama's shapes ({out, in}: q, k, gate, down) and awkward ones: `out` not a multiple of the
   // 128-row tile (or below 8), `in` not a multiple of the 64-wide k-tile, few tiles (split-K across
-  // a cluster) and many; rows cover every bucket of 8-row groups and their edges. Forced cluster
-  // sizes give some ranks no rows to reduce (13 rows over 8 or 16 blocks) and uneven k shares.
+  // a cluster) and many; rows cover every bucket of 8-row groups and their edges, with the
+  // launcher's rows per block and the other one (16 up to 16 rows, else 32). Forced cluster sizes
+  // give some ranks no rows to reduce (13 rows over 8 or 16 blocks) and uneven k shares.
   const int shapes[][2] = {{2048, 2048}, {256, 2048}, {5632, 2048}, {2048, 5632}, {1000, 520},
                            {2006, 136},  {4005, 64},  {3, 5632},    {130, 520}};
   for (DType t : {DType::BF16, DType::F16}) {
@@ -401,12 +425,17 @@ TEST_CASE("skinny tensor-core GEMM (9-64 rows, cluster split-K, GLU) vs CPU" * d
         std::vector<float> y(static_cast<std::size_t>(m) * out);
         cpu::linear({xr.data(), m, in}, W.data(), {y.data(), m, out});
         CHECK(rel_error(cudatest::linear_tc(xm, m, in, W, out, t, nullptr), y, "skinny") <= tol(t));
+        const int other_group_rows = m <= 16 ? 32 : 16;
+        CHECK(rel_error(cudatest::linear_tc(xm, m, in, W, out, t, nullptr, 0, other_group_rows), y,
+                        "skinny, the other rows per block") <= tol(t));
         if (m == 13 || m == 64)
-          for (int splits : {1, 3, 8, 16}) {
-            CAPTURE(splits);
-            CHECK(rel_error(cudatest::linear_tc(xm, m, in, W, out, t, nullptr, splits), y, "skinny, forced splits") <=
-                  tol(t));
-          }
+          for (int splits : {1, 3, 8, 16})
+            for (int group_rows : {16, 32}) {
+              CAPTURE(splits);
+              CAPTURE(group_rows);
+              CHECK(rel_error(cudatest::linear_tc(xm, m, in, W, out, t, nullptr, splits, group_rows), y,
+                              "skinny, forced splits") <= tol(t));
+            }
         if (m == 13 || m == 64) {
           const auto y0 = randn(y.size(), rng);
           std::vector<float> acc = y0;
@@ -434,11 +463,13 @@ TEST_CASE("skinny tensor-core GEMM (9-64 rows, cluster split-K, GLU) vs CPU" * d
         CAPTURE(m);
         const auto xm = randn(static_cast<std::size_t>(m) * in, rng, 3.0f);
         const auto want = swiglu_reference(rounded(t, xm), m, in, Wg, Wu, out);
-        for (int splits : {0, 1, 5}) {
-          CAPTURE(splits);
-          CHECK(rel_error(cudatest::gate_up_swiglu_tc(xm, m, in, Wg, Wu, out, t, splits), want,
-                          "skinny gate_up_swiglu") <= tol(t));
-        }
+        for (int splits : {0, 1, 5})
+          for (int group_rows : {16, 32}) {
+            CAPTURE(splits);
+            CAPTURE(group_rows);
+            CHECK(rel_error(cudatest::gate_up_swiglu_tc(xm, m, in, Wg, Wu, out, t, splits, group_rows), want,
+                            "skinny gate_up_swiglu") <= tol(t));
+          }
       }
     }
   }

@@ -71,6 +71,8 @@ public:
   void set_skinny_rows(int plain, int fused) { ctx_->gemm.set_skinny_rows(plain, fused); }
   /// Benchmarks: Gemm::set_skinny_splits.
   void set_skinny_splits(int splits) { ctx_->gemm.set_skinny_splits(splits); }
+  /// Benchmarks: Gemm::set_skinny_group_rows.
+  void set_skinny_group_rows(int rows) { ctx_->gemm.set_skinny_group_rows(rows); }
 
   template <class T>
   Buffer<T> alloc(std::size_t n) const {
@@ -264,6 +266,7 @@ public:
     key.push_back(ctx_->key_bucket);
     key.push_back(ctx_->gemm.fusion() ? 1 : 0);
     key.push_back(ctx_->gemm.skinny_rows());
+    key.push_back(ctx_->gemm.skinny_group_rows());
     key.push_back(overlapped_launches() ? 1 : 0);
     ctx_->graphs.run(key, stream(), [&](bool capturing) {
       ctx_->capturing = capturing;

@@ -15,9 +15,9 @@
 ///
 /// Design:
 ///   - a block owns kSkinnyTileM = 128 output features (GLU: 64 rows of Wg and the
-///     same 64 of Wu) and a group of kSkinnyGroupRows = 16 rows; the groups of a tile
-///     are adjacent blocks, so all but the first read its weights from L2;
-///   - weight tiles [128 x 64] and x tiles [16 x 64] stream through shared memory with
+///     same 64 of Wu) and a group of 16 or 32 rows (SkinnyOptions::group_rows); the
+///     groups of a tile are adjacent blocks, so all but the first read its weights from L2;
+///   - weight tiles [128 x 64] and x tiles [16 or 32 x 64] stream through shared memory with
 ///     cp.async in a 4-stage pipeline, the first weight stages issued before waiting for
 ///     the previous kernel (launch.cuh); fp32 x is rounded (and normed) once per stage
 ///     into a 16-bit tile. W is the mma's A operand, x the B operand, both read with
@@ -53,18 +53,38 @@ namespace lckv::cuda {
 constexpr int kSkinnyMaxRows = 64;
 /// Output features per tile (before GLU pairing); RopeStore needs head_dim to divide it.
 constexpr int kSkinnyTileM = 128;
-/// Rows per block: larger batches run one block per group of 16 rows and tile, the groups of a
-/// tile side by side so that all but the first find its weights in L2 (at 32 and 64 rows this
-/// beat one block holding all rows, which has fewer warps per SM to hide the latency with).
-constexpr int kSkinnyGroupRows = 16;
+/// Rows per block: up to 16 rows one block of 16 per tile; above, blocks of 32 rows, the groups
+/// of a tile side by side so that all but the first find its weights in L2. A 32-row block does
+/// twice the tensor-core work per weight byte it copies, and a batch of 32 reads each weight tile
+/// once instead of once from DRAM and once from L2.
+constexpr int kSkinnyGroupRowsSmall = 16;
+constexpr int kSkinnyGroupRowsLarge = 32;
 /// Largest split-K cluster the launcher picks by itself (the portable cluster size).
 constexpr int kSkinnyMaxSplits = 8;
 
 /// Launch choices of the skinny GEMM.
 struct SkinnyOptions {
   int num_sms = 1;  ///< device_sms()
-  int splits = 0;   ///< blocks (a cluster) per tile and row group; 0: enough to give every SM a block, at most kSkinnyMaxSplits
+  int splits = 0;   ///< blocks (a cluster) per tile and row group; 0: skinny_splits' choice
+  int group_rows = 0;  ///< rows per block, 16 or 32; 0: 16 up to 16 rows, else 32
 };
+
+/// The split-K cluster size for `blocks` (tile, row group) pairs and `ktiles` k-tiles: the
+/// fewest that give every SM a block, at most kSkinnyMaxSplits, each keeping a k-tile. (Trimming
+/// it so that the grid stays within one block per SM, 120 rather than 140 blocks for q / k / v
+/// at 32 rows, made the step 2-3% slower.)
+inline int skinny_splits(int blocks, int ktiles, const SkinnyOptions& options) {
+  if (options.splits > 0) return std::max(1, std::min({options.splits, ktiles, kMaxClusterBlocks}));
+  const int splits = std::min(kSkinnyMaxSplits, (options.num_sms + blocks - 1) / blocks);
+  return std::max(1, std::min(splits, ktiles));
+}
+
+/// The rows per block a launch of `rows` rows uses under `options`.
+inline int skinny_group_rows(int rows, const SkinnyOptions& options) {
+  if (options.group_rows == kSkinnyGroupRowsSmall || options.group_rows == kSkinnyGroupRowsLarge)
+    return options.group_rows;
+  return rows <= kSkinnyGroupRowsSmall ? kSkinnyGroupRowsSmall : kSkinnyGroupRowsLarge;
+}
 
 /// One launch's operands. x: [rows, in]; targets as in the GEMV (tile_end filled by the launcher).
 template <class W, class X>
@@ -74,7 +94,7 @@ struct SkinnyArgs {
   const W* up = nullptr;  ///< GLU: Wu, [out, in] (targets.w[0] is Wg)
   W* out16 = nullptr;     ///< GLU: the result rounded to W here, [rows, out], instead of targets.y[0]
   InputNorm<W> norm;
-  int rows = 0, in = 0, splits = 1, groups = 1;  ///< groups: of kSkinnyGroupRows rows
+  int rows = 0, in = 0, splits = 1, groups = 1;  ///< groups: of the kernel's GR rows
   bool accumulate = false;  ///< plain epilogue: y += result
 };
 
@@ -92,18 +112,16 @@ constexpr int kWStageBytes = kSkinnyTileM * kTileK * 2;  // 128 B per W row, XOR
 constexpr int kCStride = kSkinnyTileM + 4;               // floats per row of the epilogue tile
 constexpr int kNormStageBytes = kTileK * 2;              // the norm weight's slice of a stage
 
-constexpr int NT = kSkinnyGroupRows / 8;  // n8 tiles of a block's rows
-
-template <class X>
-constexpr int kXStageBytes = kSkinnyGroupRows * kTileK * static_cast<int>(sizeof(X));
-template <class X, bool NORM>
-constexpr int kStageBytes = kWStageBytes + kXStageBytes<X> + (NORM ? kNormStageBytes : 0);
+template <class X, int GR>
+constexpr int kXStageBytes = GR * kTileK * static_cast<int>(sizeof(X));
+template <class X, bool NORM, int GR>
+constexpr int kStageBytes = kWStageBytes + kXStageBytes<X, GR> + (NORM ? kNormStageBytes : 0);
 /// Pipeline depth. Deeper (one block per SM, 5-8 stages) was slower: with so little work per
 /// byte a block is bound by latency, and two or three blocks per SM hide it better.
 constexpr int kStages = 4;
 /// Dynamic shared memory of a block: the pipeline, reused as the epilogue tile.
-template <class X, bool NORM>
-constexpr int kSmemBytes = std::max(kStages * kStageBytes<X, NORM>, kSkinnyGroupRows * kCStride * 4);
+template <class X, bool NORM, int GR>
+constexpr int kSmemBytes = std::max(kStages * kStageBytes<X, NORM, GR>, GR * kCStride * 4);
 
 /// Byte offset of 16-byte chunk `chunk` of row `r` in a swizzled tile of 128-byte rows.
 __device__ __forceinline__ int swizzled(int r, int chunk) { return r * (kTileK * 2) + ((chunk ^ (r & 7)) * 16); }
@@ -124,23 +142,25 @@ __device__ __forceinline__ void load_b_pair(const unsigned char* xs, int row0, i
 
 }  // namespace skinny
 
-/// y[r, o] (+)= sum_i xn[r, i] W[o, i], xn = x or RMSNorm(x) (see the file comment). Grid:
-/// tiles * groups * splits blocks in clusters of `splits`; block = (tile * groups + group) * splits + split.
-template <class W, class X, bool GLU, bool NORM, class Epi>
+/// y[r, o] (+)= sum_i xn[r, i] W[o, i], xn = x or RMSNorm(x) (see the file comment). GR rows per
+/// block. Grid: tiles * groups * splits blocks in clusters of `splits`;
+/// block = (tile * groups + group) * splits + split.
+template <class W, class X, int GR, bool GLU, bool NORM, class Epi>
 __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W, X> a, Epi epi) {
   using namespace skinny;
   constexpr bool ROPE = !std::is_same_v<Epi, PlainStore>;
   constexpr bool X16 = !std::is_same_v<X, float>;
+  constexpr int NT = GR / 8;  // n8 tiles of a block's rows
   static_assert(!X16 || std::is_same_v<X, W>, "16-bit x must have the weights' type");
   static_assert(!(X16 && NORM) && !(GLU && ROPE) && NT % 2 == 0);
-  static_assert(kWStageBytes / 16 / kThreads == 4 && kSkinnyGroupRows * kTileK / 4 == kThreads,
-                "the copy and conversion mappings below assume 4 W chunks and 4 x elements per thread");
-  constexpr int XStageBytes = kXStageBytes<X>;
-  constexpr int StageBytes = kStageBytes<X, NORM>;
+  static_assert(kWStageBytes / 16 / kThreads == 4 && GR * kTileK / 4 % kThreads == 0,
+                "the copy and conversion mappings below assume 4 W chunks and 4k x elements per thread");
+  constexpr int XStageBytes = kXStageBytes<X, GR>;
+  constexpr int StageBytes = kStageBytes<X, NORM, GR>;
   constexpr int BM = kSkinnyTileM;
   constexpr int TY = GLU ? BM / 2 : BM;  // outputs of y per tile
   extern __shared__ __align__(128) unsigned char smem[];
-  __shared__ float row_ss[kSkinnyGroupRows];  // NORM: sums of squares of x per row
+  __shared__ float row_ss[GR];  // NORM: sums of squares of x per row
 
   pdl::allow_next();
 
@@ -149,7 +169,7 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
   const int g = lane >> 2, t = lane & 3;
   const int S = a.splits;
   const int split = static_cast<int>(blockIdx.x) % S, rest = static_cast<int>(blockIdx.x) / S;
-  const int tile = rest / a.groups, r0 = rest % a.groups * kSkinnyGroupRows;  // r0: the group's first row
+  const int tile = rest / a.groups, r0 = rest % a.groups * GR;  // r0: the group's first row
   // This tile's matrix (unrolled selects: indexing the parameter struct would copy it to local memory).
   const W* w = a.targets.w[0];
   float* y = a.targets.y[0];
@@ -163,7 +183,7 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
       local = tile - a.targets.tile_end[k - 1];
       target = k;
     }
-  const int o0 = local * TY, in = a.in, rows = min(kSkinnyGroupRows, a.rows - r0);
+  const int o0 = local * TY, in = a.in, rows = min(GR, a.rows - r0);
   const X* x = a.x + static_cast<std::int64_t>(r0) * in;
   const int ktiles = (in + kTileK - 1) / kTileK;
   const int kbeg = static_cast<int>(static_cast<std::int64_t>(ktiles) * split / S);
@@ -181,13 +201,23 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
     w_src[i] = (GLU && r >= TY ? a.up : w) + static_cast<std::int64_t>(w_ok[i] ? o : 0) * in + kc_w * 8;
   }
   const int w_dst = swizzled(r_w, kc_w);
-  // x: one 16-byte chunk per thread and stage (fp32: 16 per row; 16-bit: 8 per row, threads < 128).
+  // x: 16-byte chunks (fp32: 16 per row; 16-bit: 8 per row), at rows r_x + kXRowsPerPass * i.
   constexpr int kXChunks = kTileK * static_cast<int>(sizeof(X)) / 16;
   constexpr int kXPer = 16 / static_cast<int>(sizeof(X));  // elements per chunk
+  constexpr int kXRowsPerPass = kThreads / kXChunks;
+  constexpr int kXCopies = (GR + kXRowsPerPass - 1) / kXRowsPerPass;
   const int r_x = tid / kXChunks, kc_x = tid % kXChunks;
-  const bool x_thread = r_x < kSkinnyGroupRows, x_row = r_x < rows;
-  const X* x_src = x + static_cast<std::int64_t>(x_row ? r_x : 0) * in + kc_x * kXPer;
-  const int x_dst = X16 ? swizzled(r_x, kc_x) : (r_x * kTileK + kc_x * 4) * 4;
+  bool x_thread[kXCopies], x_row[kXCopies];
+  const X* x_src[kXCopies];
+  int x_dst[kXCopies];
+#pragma unroll
+  for (int i = 0; i < kXCopies; ++i) {
+    const int r = r_x + kXRowsPerPass * i;
+    x_thread[i] = r < GR;
+    x_row[i] = r < rows;
+    x_src[i] = x + static_cast<std::int64_t>(x_row[i] ? r : 0) * in + kc_x * kXPer;
+    x_dst[i] = X16 ? swizzled(r, kc_x) : (r * kTileK + kc_x * 4) * 4;
+  }
 
   // Stage `j` (k-tile kbeg + j) of the immutable operands: W and the norm weight's 64 elements.
   auto load_w = [&](int j) {
@@ -207,13 +237,16 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
       }
     }
   };
-  // Stage `j` of x: kSkinnyGroupRows rows, zeros past `rows` and `in`.
+  // Stage `j` of x: GR rows, zeros past `rows` and `in`.
   auto load_x = [&](int j) {
-    if (!x_thread) return;
     const int k0 = (kbeg + j) * kTileK;
-    const bool ok = x_row && k0 + kc_x * kXPer < in;
-    ptx::cp_async_16(ptx::smem_address(smem + (j % kStages) * StageBytes + kWStageBytes + x_dst), ok ? x_src + k0 : x_src,
-                     ok);
+    unsigned char* dst = smem + (j % kStages) * StageBytes + kWStageBytes;
+#pragma unroll
+    for (int i = 0; i < kXCopies; ++i) {
+      if (!x_thread[i]) continue;
+      const bool ok = x_row[i] && k0 + kc_x * kXPer < in;
+      ptx::cp_async_16(ptx::smem_address(dst + x_dst[i]), ok ? x_src[i] + k0 : x_src[i], ok);
+    }
   };
 
   // Weights are immutable: start streaming them before waiting for the previous kernel.
@@ -237,10 +270,13 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
       for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.0f;
   // fp32 x: each stage is first rounded (NORM: scaled by the norm weight) into xb, 16-bit rows
   // swizzled like W, once per block rather than once per warp; thread tid converts elements
-  // 4 * (tid % 16).. of row tid / 16, and sums their squares (NORM).
-  __shared__ __align__(128) unsigned char xb[X16 ? 16 : kSkinnyGroupRows * kTileK * 2];
+  // 4 * (tid % 16).. of rows tid / 16 + 16 i, and sums their squares (NORM).
+  constexpr int kConvRows = GR / 16;  // rows each thread converts
+  __shared__ __align__(128) unsigned char xb[X16 ? 16 : GR * kTileK * 2];
   const int r_c = tid >> 4, k_c = (tid & 15) * 4;
-  float ss = 0.0f;
+  float ss[kConvRows];
+#pragma unroll
+  for (int i = 0; i < kConvRows; ++i) ss[i] = 0.0f;
 
   for (int j = 0; j < nk; ++j) {
     ptx::cp_async_wait<kStages - 2>();
@@ -255,14 +291,18 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
     const unsigned char* ws = smem + (j % kStages) * StageBytes;
     const unsigned char* xs = ws + kWStageBytes;
     if constexpr (!X16) {
-      float4 v = *reinterpret_cast<const float4*>(xs + (r_c * kTileK + k_c) * 4);
-      if constexpr (NORM) {
-        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-        const W* gs = reinterpret_cast<const W*>(xs + XStageBytes) + k_c;
-        v = make_float4(v.x * to_float(gs[0]), v.y * to_float(gs[1]), v.z * to_float(gs[2]), v.w * to_float(gs[3]));
+#pragma unroll
+      for (int i = 0; i < kConvRows; ++i) {
+        const int r = r_c + 16 * i;
+        float4 v = *reinterpret_cast<const float4*>(xs + (r * kTileK + k_c) * 4);
+        if constexpr (NORM) {
+          ss[i] += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+          const W* gs = reinterpret_cast<const W*>(xs + XStageBytes) + k_c;
+          v = make_float4(v.x * to_float(gs[0]), v.y * to_float(gs[1]), v.z * to_float(gs[2]), v.w * to_float(gs[3]));
+        }
+        const uint2 packed = make_uint2(ptx::pack2<W>(v.x, v.y), ptx::pack2<W>(v.z, v.w));
+        *reinterpret_cast<uint2*>(xb + swizzled(r, k_c / 8) + (k_c % 8) * 2) = packed;
       }
-      const uint2 packed = make_uint2(ptx::pack2<W>(v.x, v.y), ptx::pack2<W>(v.z, v.w));
-      *reinterpret_cast<uint2*>(xb + swizzled(r_c, k_c / 8) + (k_c % 8) * 2) = packed;
       __syncthreads();  // xb holds stage j
     }
     const unsigned char* xt = X16 ? xs : xb;  // stage j of x, 16-bit, swizzled
@@ -291,8 +331,11 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
   if constexpr (NORM) {
     // The 16 threads of a row are 16 consecutive lanes.
 #pragma unroll
-    for (int off = 8; off > 0; off /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, off);
-    if ((tid & 15) == 0) row_ss[r_c] = ss;
+    for (int i = 0; i < kConvRows; ++i) {
+#pragma unroll
+      for (int off = 8; off > 0; off /= 2) ss[i] += __shfl_xor_sync(0xffffffffu, ss[i], off);
+      if ((tid & 15) == 0) row_ss[r_c + 16 * i] = ss[i];
+    }
   }
   // c[n][m]: row n, local feature m. The two k halves add in a fixed order.
   float* c = reinterpret_cast<float*>(smem);
@@ -383,10 +426,10 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
 
 namespace detail {
 
-template <class W, class X, bool GLU, bool NORM, class Epi>
+template <class W, class X, int GR, bool GLU, bool NORM, class Epi>
 void skinny_launch(const SkinnyArgs<W, X>& a, Epi epi, cudaStream_t s) {
-  const auto kernel = kernels::skinny_gemm<W, X, GLU, NORM, Epi>;
-  constexpr int smem = kernels::skinny::kSmemBytes<X, NORM>;
+  const auto kernel = kernels::skinny_gemm<W, X, GR, GLU, NORM, Epi>;
+  constexpr int smem = kernels::skinny::kSmemBytes<X, NORM, GR>;
   prepare_kernel(kernel, smem, /*clusters16=*/true);
   const int blocks = a.targets.tile_end[a.targets.count - 1] * a.groups * a.splits;
   launch_clustered("skinny_gemm", kernel, dim3(static_cast<unsigned>(blocks)), static_cast<unsigned>(a.splits),
@@ -432,25 +475,27 @@ void skinny_gemm(const X* x, int rows, int in, LinearTargets<W> targets, bool ac
     targets.tile_end[s] = tiles;
   }
   const int ktiles = (in + kernels::skinny::kTileK - 1) / kernels::skinny::kTileK;
-  const int groups = (rows + kSkinnyGroupRows - 1) / kSkinnyGroupRows;
-  // Split `in` until every SM has a block; each split keeps at least one k-tile.
-  int splits = options.splits > 0 ? options.splits
-                                  : std::min(kSkinnyMaxSplits, (options.num_sms + tiles * groups - 1) / (tiles * groups));
-  splits = std::max(1, std::min({splits, ktiles, kMaxClusterBlocks}));
+  const int group_rows = skinny_group_rows(rows, options);
+  const int groups = (rows + group_rows - 1) / group_rows;
+  const int splits = skinny_splits(tiles * groups, ktiles, options);  // each split keeps at least one k-tile
   const SkinnyArgs<W, X> a{x, targets, up, out16, norm, rows, in, splits, groups, accumulate};
   // Only the combinations checked above are instantiated.
   constexpr bool fp32_x = std::is_same_v<X, float>;
-  if (glu) {
-    if constexpr (fp32_x && !rope) {
-      if (normed) detail::skinny_launch<W, X, true, true>(a, epi, stream);
-      else detail::skinny_launch<W, X, true, false>(a, epi, stream);
+  auto launch_rows = [&]<int GR>() {
+    if (glu) {
+      if constexpr (fp32_x && !rope) {
+        if (normed) detail::skinny_launch<W, X, GR, true, true>(a, epi, stream);
+        else detail::skinny_launch<W, X, GR, true, false>(a, epi, stream);
+      }
+    } else if constexpr (fp32_x) {
+      if (normed) detail::skinny_launch<W, X, GR, false, true>(a, epi, stream);
+      else detail::skinny_launch<W, X, GR, false, false>(a, epi, stream);
+    } else {
+      detail::skinny_launch<W, X, GR, false, false>(a, epi, stream);
     }
-  } else if constexpr (fp32_x) {
-    if (normed) detail::skinny_launch<W, X, false, true>(a, epi, stream);
-    else detail::skinny_launch<W, X, false, false>(a, epi, stream);
-  } else {
-    detail::skinny_launch<W, X, false, false>(a, epi, stream);
-  }
+  };
+  if (group_rows == kSkinnyGroupRowsSmall) launch_rows.template operator()<kSkinnyGroupRowsSmall>();
+  else launch_rows.template operator()<kSkinnyGroupRowsLarge>();
 }
 
 /// y (+)= x W^T on tensor cores. x: [rows, in] fp32, rows <= kSkinnyMaxRows, in % 8 == 0;
