@@ -161,6 +161,7 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
   constexpr int TY = GLU ? BM / 2 : BM;  // outputs of y per tile
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ float row_ss[GR];  // NORM: sums of squares of x per row
+  __shared__ float inv_freq[ROPE ? kSkinnyTileM / 2 : 1];  // RoPE's frequencies (head_dim divides the tile)
 
   pdl::allow_next();
 
@@ -253,6 +254,7 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
 #pragma unroll
   for (int j = 0; j < kStages - 1; ++j)
     if (j < nk) load_w(j);
+  if constexpr (ROPE) epi.fill_inv_freq(inv_freq);  // a double pow each: off the critical path
   pdl::wait();
   // Group j holds x stage j (group 0 also the early weight stages), so group j done => stage j is in.
 #pragma unroll
@@ -415,7 +417,8 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
       else y[yi] = h;
     } else if constexpr (ROPE) {
       const int half = epi.head_dim / 2;  // a tile holds whole heads: the partner is in it
-      epi.store(target, r0 + n, o, v, [&] { return cn[o % epi.head_dim < half ? m + half : m - half] * scale; }, y + yi);
+      epi.store(target, r0 + n, o, v, [&] { return cn[o % epi.head_dim < half ? m + half : m - half] * scale; }, y + yi,
+                inv_freq);
     } else {
       y[yi] = a.accumulate ? y[yi] + v : v;
     }

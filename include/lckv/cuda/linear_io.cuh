@@ -72,18 +72,29 @@ struct RopeStore {
                               std::to_string(head_dim));
   }
 
+  /// Block-wide: inv_freq[i] = kernels::rope_inv_freq(i) for i < head_dim / 2 (needs a
+  /// __syncthreads before use). Reads no earlier kernel's output, so it may run before pdl::wait.
+  __device__ void fill_inv_freq(float* inv_freq) const {
+    if (theta > 0.0f)
+      for (int i = static_cast<int>(threadIdx.x); i < head_dim / 2; i += static_cast<int>(blockDim.x))
+        inv_freq[i] = kernels::rope_inv_freq(i, head_dim, theta);
+  }
+
   /// Stores output o of target `target` (0 q, 1 k, 2 v) for row r: q rotated into *yq, k rotated
   /// and v as it is into the slot at the row's (seq, pos). `partner()` returns the row's output
   /// o + head_dim / 2 (first half) or o - head_dim / 2 (second half), the rotation's other input;
-  /// it is called only when there is a rotation.
+  /// it is called only when there is a rotation. `inv_freq`: fill_inv_freq's table, or none
+  /// (worked out here).
   template <class Partner>
-  __device__ void store(int target, int r, int o, float value, Partner partner, float* yq) const {
+  __device__ void store(int target, int r, int o, float value, Partner partner, float* yq,
+                        const float* inv_freq = nullptr) const {
     using KV = std::remove_cv_t<std::remove_pointer_t<decltype(slot.key(0, 0, 0))>>;
     const int half = head_dim / 2, i = o % head_dim;
     const RowInfo ri = rows[r];
     if (target < 2 && theta > 0.0f) {  // x[i] = a c - b s, x[i + half] = b c + a s
       float sn, cs;
-      kernels::rope_sin_cos(ri.pos, i % half, head_dim, theta, &sn, &cs);
+      const float f = inv_freq ? inv_freq[i % half] : kernels::rope_inv_freq(i % half, head_dim, theta);
+      sincosf(static_cast<float>(ri.pos) * f, &sn, &cs);
       const float b = partner();
       value = i < half ? value * cs - b * sn : value * cs + b * sn;
     }

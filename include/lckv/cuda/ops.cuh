@@ -83,13 +83,18 @@ __global__ void __launch_bounds__(Threads) rmsnorm(const float* x, const W* w, f
   for (int c = rest + threadIdx.x; c < cols; c += Threads) o[c] = from_float<O>(to_float(w[c]) * (in[c] * r));
 }
 
-/// sin and cos of RoPE's angle for pair i of a head at position pos. The CPU
-/// computes powf(theta, e) in fp32 (correctly rounded in glibc); double pow
-/// rounded to float reproduces it.
-__device__ inline void rope_sin_cos(int pos, int i, int head_dim, float theta, float* s, float* c) {
+/// RoPE's frequency of pair i of a head: 1 / theta^(2i / head_dim). The CPU computes
+/// powf(theta, e) in fp32 (correctly rounded in glibc); double pow rounded to float
+/// reproduces it. Double pow is slow: kernels that rotate many elements per block
+/// take these from a table filled once.
+__device__ inline float rope_inv_freq(int i, int head_dim, float theta) {
   const float e = static_cast<float>(2 * i) / static_cast<float>(head_dim);
-  const float inv_freq = 1.0f / static_cast<float>(pow(static_cast<double>(theta), static_cast<double>(e)));
-  sincosf(static_cast<float>(pos) * inv_freq, s, c);
+  return 1.0f / static_cast<float>(pow(static_cast<double>(theta), static_cast<double>(e)));
+}
+
+/// sin and cos of RoPE's angle for pair i of a head at position pos.
+__device__ inline void rope_sin_cos(int pos, int i, int head_dim, float theta, float* s, float* c) {
+  sincosf(static_cast<float>(pos) * rope_inv_freq(i, head_dim, theta), s, c);
 }
 
 template <int = 0>
