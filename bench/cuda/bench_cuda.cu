@@ -552,8 +552,8 @@ void BM_TinyLlamaDecodeStep(benchmark::State& state) {
   randomize(cache.slot(0).v, cache.allocated_bytes() / 4, 7);
   Transformer<lc::CudaBackend<bf16>, Cache> model(m.config, m.weights.view());
   // variant: 0 = a launch per plain op, serialised launches, cuBLAS above 8 rows; 1 = fused steps,
-  // serialised; 2 = fused steps, overlapped launches, the skinny tensor-core GEMM at 9-32 rows for
-  // the fused launches and 9-16 for o_proj / down (the default); 3 = 2 with cuBLAS instead of the skinny GEMM (norm, RoPE, SwiGLU as launches of their own);
+  // serialised; 2 = fused steps, overlapped launches, the skinny tensor-core GEMM at 9-32 rows (the
+  // default); 3 = 2 with cuBLAS instead of the skinny GEMM (norm, RoPE, SwiGLU as launches of their own);
   // 4 = 2 with the skinny GEMM up to 64 rows; 5 = 4 with 16-row blocks only (its blocking before
   // 32-row blocks).
   // `splits` forces the skinny GEMM's cluster size (0: its own choice).

@@ -338,7 +338,7 @@ TEST_CASE("attention_input (RMSNorm, q/k/v, RoPE, K/V into the cache: one GEMV, 
 TEST_CASE("mlp (RMSNorm, gate/up, SwiGLU, down + residual; packed gate/up as one GEMM) vs CPU" * doctest::skip(!gpu())) {
   // 1-8 rows: the fused gate/up GEMV, then the down GEMV on fp32 input. 13-32 rows of bf16: the
   // skinny gate / up / SwiGLU writing the down projection's input rounded, then down through the
-  // skinny GEMM (13, 16 rows) or cuBLAS (17, 32); fp32 through cuBLAS. 33 rows: cuBLAS on inputs
+  // skinny GEMM (16-row blocks at 13 and 16 rows, 32-row blocks at 17 and 32); fp32 through cuBLAS. 33 rows: cuBLAS on inputs
   // rounded to the weight type, gate / up as one GEMM when packed; 300 rows: above the packed
   // bound. Fusion on and off (off: cuBLAS at 9+ rows).
   const int shapes[][2] = {{264, 1000}, {136, 520}};

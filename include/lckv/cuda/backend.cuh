@@ -166,7 +166,7 @@ public:
   }
   /// steps::mlp at decode batches above 8 rows: with 16-bit weights up to 32 rows a skinny
   /// launch (RMSNorm + gate / up + SwiGLU writing the down projection's input rounded), then
-  /// down adding into x (skinny up to 16 rows, else cuBLAS); above, with gate / up back to back
+  /// down adding into x (skinny as well); above, with gate / up back to back
   /// in memory, RMSNorm, one cuBLAS GEMM over [Wg; Wu], SwiGLU straight into the down
   /// projection's input, the down GEMM adding into x. False (nothing done) elsewhere.
   bool mlp(MatrixView<float> x, const W* norm, float eps, MatrixView<float> xn, const W* wg, const W* wu, const W* wd,

@@ -3,8 +3,7 @@
 /// y (+)= x W^T for the model's linear layers: x fp32 [rows, in], W [out, in]
 /// row-major (the checkpoint layout) in fp32, bf16 or fp16, y fp32 [rows, out],
 /// fp32 accumulation. Decode row counts run the GEMV of gemv.cuh up to 8 rows
-/// and, for 16-bit weights, the tensor-core GEMM of gemm_tc.cuh at 9-16 rows
-/// (9-32 for the launches with a fused norm);
+/// and, for 16-bit weights, the tensor-core GEMM of gemm_tc.cuh at 9-32 rows;
 /// both fold the preceding RMSNorm in and end in the fused epilogues of
 /// linear_io.cuh. Other row counts run cuBLAS, where `accumulate` rides in the
 /// epilogue (beta = 1) so the residual stream costs no extra pass, and 16-bit
@@ -41,8 +40,9 @@ public:
   /// Most rows the skinny GEMM takes here: for plain projections (o_proj, down, 16-bit or fp32 x)
   /// and for the fused launches (RMSNorm + q / k / v + RoPE, RMSNorm + gate / up + SwiGLU). Up to
   /// these bounds it beat cuBLAS inside the TinyLlama decode step; above them cuBLAS is faster
-  /// (H100, docs/benchmarks-cuda.md).
-  static constexpr int kSkinnyRows = 16;
+  /// (H100, docs/benchmarks-cuda.md: at 64 rows by 6%). Two bounds so that benchmarks can move
+  /// them apart (set_skinny_rows).
+  static constexpr int kSkinnyRows = 32;
   static constexpr int kSkinnyFusedRows = 32;
   static constexpr int kPackedRows = 256;  ///< packs() bound: decode batches, not prefill
 
