@@ -260,6 +260,8 @@ int skinny_splits(int blocks, int ktiles, int num_sms, int forced) {
   return cuda::skinny_splits(blocks, ktiles, cuda::SkinnyOptions{num_sms, forced});
 }
 
+int skinny_group_rows(int rows, int forced) { return cuda::skinny_group_rows(rows, cuda::SkinnyOptions{1, 0, forced}); }
+
 std::vector<float> rope(const std::vector<float>& x, int cols, int heads, int head_dim, const std::vector<RowInfo>& rows,
                         float theta) {
   auto dx = to_device(x);

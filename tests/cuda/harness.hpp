@@ -54,6 +54,8 @@ std::vector<float> gate_up_swiglu_tc(const std::vector<float>& x, int rows, int 
                                      int group_rows = 0);
 /// The skinny GEMM's split-K cluster size (cuda::skinny_splits; host code: runs without a device).
 int skinny_splits(int blocks, int ktiles, int num_sms, int forced);
+/// The skinny GEMM's rows per block for `rows` rows, `forced` as SkinnyOptions::group_rows.
+int skinny_group_rows(int rows, int forced);
 /// RMSNorm(x; norm, eps) W_s^T for each matrix w[s] ([out[s], in]) through CudaBackend::norm_project
 /// (one launch when `fused` and rows <= 8, or 9-64 rows of 16-bit weights; else rmsnorm + linear
 /// each); outputs concatenated.

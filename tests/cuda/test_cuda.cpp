@@ -380,7 +380,7 @@ TEST_CASE("mlp (RMSNorm, gate/up, SwiGLU, down + residual; packed gate/up as one
 
 // Host code only. TinyLlama's launches at 32 rows (32-row blocks) on an H100's 132 SMs: (tiles,
 // k-tiles) q / k / v (20, 32), o_proj (16, 32), gate / up (88, 32), down (16, 88), lm_head (250, 32).
-TEST_CASE("skinny split plan: the fewest blocks per tile that fill the SMs, at most 8; forced sizes clamped") {
+TEST_CASE("skinny launch plan: split-K fills the SMs (at most 8; forced sizes clamped); 16- or 32-row blocks") {
   const int sms = 132;
   CHECK(cudatest::skinny_splits(20, 32, sms, 0) == 7);  // 140 blocks (6, i.e. 120, measured slower)
   CHECK(cudatest::skinny_splits(16, 32, sms, 0) == 8);  // 9 capped at 8
@@ -398,6 +398,15 @@ TEST_CASE("skinny split plan: the fewest blocks per tile that fill the SMs, at m
     CHECK((s == 8 || blocks * s >= sms));         // every SM gets a block unless capped
     CHECK((s == 1 || blocks * (s - 1) < sms));    // and no split more than that takes
   }
+  // Rows per block: 16 up to 16 rows, then 32; forced 16 or 32; anything else is an error.
+  CHECK(cudatest::skinny_group_rows(9, 0) == 16);
+  CHECK(cudatest::skinny_group_rows(16, 0) == 16);
+  CHECK(cudatest::skinny_group_rows(17, 0) == 32);
+  CHECK(cudatest::skinny_group_rows(64, 0) == 32);
+  CHECK(cudatest::skinny_group_rows(9, 32) == 32);
+  CHECK(cudatest::skinny_group_rows(64, 16) == 16);
+  CHECK_THROWS_WITH(cudatest::skinny_group_rows(9, 8), doctest::Contains("group_rows must be 0"));
+  CHECK_THROWS_WITH(cudatest::skinny_group_rows(9, 8), doctest::Contains("got 8"));
 }
 
 TEST_CASE("skinny tensor-core GEMM (9-64 rows, 16- and 32-row blocks, cluster split-K, GLU) vs CPU" *

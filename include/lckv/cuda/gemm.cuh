@@ -86,8 +86,14 @@ public:
   int skinny_rows() const { return skinny_on_ ? skinny_rows_ * 256 + skinny_fused_rows_ : 0; }
   /// Benchmarks: force the skinny GEMM's split-K cluster size (0: its own choice).
   void set_skinny_splits(int splits) { skinny_.splits = splits; }
-  /// Benchmarks: force the skinny GEMM's rows per block, 16 or 32 (0: its own choice).
-  void set_skinny_group_rows(int rows) { skinny_.group_rows = rows; }
+  /// Benchmarks: force the skinny GEMM's rows per block, 16 or 32 (0: its own choice); throws
+  /// InvalidArgument for other values.
+  void set_skinny_group_rows(int rows) {
+    SkinnyOptions options = skinny_;
+    options.group_rows = rows;
+    (void)cuda::skinny_group_rows(1, options);  // validates (the free function, not the getter below)
+    skinny_.group_rows = rows;
+  }
   int skinny_group_rows() const { return skinny_.group_rows; }
 
   /// Whether `rows` x `in` inputs go through kernels::gemv.

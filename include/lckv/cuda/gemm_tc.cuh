@@ -79,10 +79,15 @@ inline int skinny_splits(int blocks, int ktiles, const SkinnyOptions& options) {
   return std::max(1, std::min(splits, ktiles));
 }
 
-/// The rows per block a launch of `rows` rows uses under `options`.
+/// The rows per block a launch of `rows` rows uses under `options`; throws InvalidArgument for a
+/// forced value other than 16 or 32.
 inline int skinny_group_rows(int rows, const SkinnyOptions& options) {
   if (options.group_rows == kSkinnyGroupRowsSmall || options.group_rows == kSkinnyGroupRowsLarge)
     return options.group_rows;
+  if (options.group_rows != 0)
+    throw InvalidArgument("skinny GEMM: group_rows must be 0 (the launcher's choice), " +
+                          std::to_string(kSkinnyGroupRowsSmall) + " or " + std::to_string(kSkinnyGroupRowsLarge) +
+                          ", got " + std::to_string(options.group_rows));
   return rows <= kSkinnyGroupRowsSmall ? kSkinnyGroupRowsSmall : kSkinnyGroupRowsLarge;
 }
 
