@@ -51,16 +51,35 @@ std::vector<float> rmsnorm(const std::vector<float>& x, int rows, int cols, cons
 }
 
 std::vector<float> linear(const std::vector<float>& x, int rows, int in, const std::vector<float>& w, int out, DType wt,
-                          const std::vector<float>* y0) {
+                          const std::vector<float>* y0, int w_offset) {
   return with_type(wt, [&](auto tag) {
     using W = decltype(tag);
     cuda::Stream stream;
     cuda::Gemm gemm(stream.get());
     gemm.reserve_activation(x.size());
     auto dx = to_device(x);
-    auto dw = converted<W>(w);
+    std::vector<float> placed(static_cast<std::size_t>(w_offset), 0.0f);
+    placed.insert(placed.end(), w.begin(), w.end());
+    auto dw = converted<W>(placed);
     auto y = y0 ? to_device(*y0) : poisoned(static_cast<std::size_t>(rows) * out);
-    gemm.linear(cmat(dx, rows, in), dw.data(), mat(y, rows, out), y0 != nullptr);
+    gemm.linear(cmat(dx, rows, in), dw.data() + w_offset, mat(y, rows, out), y0 != nullptr);
+    stream.synchronize();
+    return to_host(y);
+  });
+}
+
+std::vector<float> gemv_direct(const std::vector<float>& x, int rows, int in, const std::vector<float>& w, int out,
+                               DType wt, int w_offset) {
+  return with_type(wt, [&](auto tag) {
+    using W = decltype(tag);
+    cuda::Stream stream;
+    auto dx = to_device(x);
+    std::vector<float> placed(static_cast<std::size_t>(w_offset), 0.0f);
+    placed.insert(placed.end(), w.begin(), w.end());
+    auto dw = converted<W>(placed);
+    auto y = poisoned(static_cast<std::size_t>(rows) * out);
+    cuda::gemv(dx.data(), rows, in, cuda::LinearTargets<W>::single(dw.data() + w_offset, mat(y, rows, out)), false,
+               static_cast<const W*>(nullptr), cuda::InputNorm<W>{}, cuda::device_sms(), stream.get());
     stream.synchronize();
     return to_host(y);
   });

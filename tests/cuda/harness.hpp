@@ -35,9 +35,13 @@ float round_to(DType t, float x);
 
 std::vector<float> embed(const std::vector<int>& tokens, const std::vector<float>& table, int hidden, DType w);
 std::vector<float> rmsnorm(const std::vector<float>& x, int rows, int cols, const std::vector<float>& w, float eps, DType wt);
-/// y = x W^T, or y0 + x W^T when y0 is given. x: [rows, in]; w: [out, in].
+/// y = x W^T, or y0 + x W^T when y0 is given, through Gemm::linear. x: [rows, in]; w: [out, in],
+/// placed `w_offset` elements into its device buffer (1: not 16-byte aligned).
 std::vector<float> linear(const std::vector<float>& x, int rows, int in, const std::vector<float>& w, int out, DType wt,
-                          const std::vector<float>* y0);
+                          const std::vector<float>* y0, int w_offset = 0);
+/// y = x W^T through cuda::gemv called directly (rows <= 8), w placed as in linear.
+std::vector<float> gemv_direct(const std::vector<float>& x, int rows, int in, const std::vector<float>& w, int out,
+                               DType wt, int w_offset);
 /// silu(xn Wg^T) * (xn Wu^T) through Gemm::gate_up_swiglu (one launch when `fused`, else linear, linear,
 /// swiglu), xn = x, or RMSNorm(x; *norm, eps) when norm is given.
 std::vector<float> gate_up_swiglu(const std::vector<float>& x, int rows, int in, const std::vector<float>& wg,

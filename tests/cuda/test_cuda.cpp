@@ -168,6 +168,19 @@ TEST_CASE("linear: GEMV tilings (outputs per block 1 / 4 / 8, 1-8 rows; cuBLAS a
           cpu::linear({xr.data(), m, in}, W.data(), {acc.data(), m, out}, true);
           CHECK(rel_error(cudatest::linear(xm, m, in, W, out, t, &y0), acc, "gemv accumulate") <= tol(t));
         }
+        if (m == 3 || m == 13) {
+          // Weights one element off 16-byte alignment: the GEMV and the skinny GEMM load 16 bytes
+          // at a time, so Gemm::linear takes cuBLAS (x rounded to the weight type); the GEMV itself
+          // refuses them with an error that names the operand.
+          const auto xw = rounded(t, xm);
+          std::vector<float> yw(y.size());
+          cpu::linear({xw.data(), m, in}, W.data(), {yw.data(), m, out});
+          CHECK(rel_error(cudatest::linear(xm, m, in, W, out, t, nullptr, 1), yw, "misaligned weights") <= tol(t));
+          if (m == 3)
+            CHECK_THROWS_WITH(cudatest::gemv_direct(xm, m, in, W, out, t, 1),
+                              doctest::Contains("gemv: needs 16-byte aligned x, weights and norm weight (x ok, "
+                                                "weights misaligned, norm weight ok)"));
+        }
       }
     }
   }

@@ -173,7 +173,7 @@ public:
   template <StorageType W>
   void linear_from_rounded(const W* b, int rows, int in, const W* w, MatrixView<float> y, bool accumulate) {
     if constexpr (!std::is_same_v<W, float>) {
-      if (skinny_fits<W>(rows, in)) {
+      if (skinny_fits<W>(rows, in) && aligned16(b) && aligned16(w)) {
         skinny_gemm<W, W>(b, rows, in, LinearTargets<W>::single(w, y), accumulate, nullptr, nullptr, InputNorm<W>{},
                           skinny_, stream_);
         return;
@@ -196,14 +196,16 @@ public:
   template <StorageType W>
   void linear(MatrixView<const float> x, const W* w, MatrixView<float> y, bool accumulate) {
     if (x.rows == 0) return;
-    // Decode at small batch: a weight-streaming GEMV beats cuBLAS's small-M kernels and skips the rounding pass.
-    if (gemv_fits<W>(x.rows, x.cols)) {
+    // Decode at small batch: a weight-streaming GEMV beats cuBLAS's small-M kernels and skips the
+    // rounding pass. Both own kernels need 16-byte aligned operands; cuBLAS takes the rest.
+    const bool vector_loads = aligned16(x.data) && aligned16(w);
+    if (gemv_fits<W>(x.rows, x.cols) && vector_loads) {
       gemv(x.data, x.rows, x.cols, LinearTargets<W>::single(w, y), accumulate, static_cast<const W*>(nullptr),
            InputNorm<W>{}, num_sms_, stream_);
       return;
     }
     if constexpr (!std::is_same_v<W, float>) {
-      if (skinny_fits<W>(x.rows, x.cols) && aligned(x.data) && aligned(w)) {
+      if (skinny_fits<W>(x.rows, x.cols) && vector_loads) {
         skinny_linear(x, w, y, accumulate, skinny_, stream_);
         return;
       }
@@ -336,7 +338,6 @@ private:
                                    DTypeTraits<W>::cuda_type, in, b, DTypeTraits<W>::cuda_type, in, &beta, y.data,
                                    CUDA_R_32F, y.cols, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
-  static bool aligned(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
   /// One launch of the fused kernels (fuses(rows, in) holds): the GEMV up to kGemvRows rows,
   /// else the skinny GEMM. x: [rows, in]; `up`: the GLU's Wu, or none.
   template <StorageType W, class Epi = PlainStore>

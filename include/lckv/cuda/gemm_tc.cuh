@@ -459,15 +459,12 @@ void skinny_gemm(const X* x, int rows, int in, LinearTargets<W> targets, bool ac
   constexpr bool rope = !std::is_same_v<Epi, PlainStore>;
   const bool glu = up != nullptr, normed = norm.weight != nullptr;
   if (rows == 0) return;
-  auto misaligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 != 0; };
-  bool bad_pointer = misaligned(x) || (glu && misaligned(up)) || (normed && misaligned(norm.weight));
-  for (int s = 0; s < targets.count; ++s) bad_pointer = bad_pointer || misaligned(targets.w[s]);
-  if (rows < 0 || rows > kSkinnyMaxRows || in <= 0 || in % 8 != 0 || bad_pointer || targets.count < 1 ||
+  if (rows < 0 || rows > kSkinnyMaxRows || in <= 0 || in % 8 != 0 || targets.count < 1 ||
       targets.count > LinearTargets<W>::kMax)
     throw InvalidArgument("skinny GEMM: needs 1-" + std::to_string(kSkinnyMaxRows) +
-                          " rows, in % 8 == 0, 16-byte aligned x, weights and norm weight, and 1-3 matrices (rows " +
-                          std::to_string(rows) + ", in " + std::to_string(in) + ", matrices " +
-                          std::to_string(targets.count) + ")");
+                          " rows, in % 8 == 0 and 1-3 matrices (rows " + std::to_string(rows) + ", in " +
+                          std::to_string(in) + ", matrices " + std::to_string(targets.count) + ")");
+  check_aligned16("skinny GEMM", x, targets, up, norm.weight);
   if ((glu && (targets.count != 1 || rope)) || (out16 && !glu) || (normed && !std::is_same_v<X, float>))
     throw InvalidArgument("skinny GEMM: GLU takes one matrix and no RoPE, out16 needs GLU, the norm needs fp32 x");
   if constexpr (rope) {

@@ -246,6 +246,7 @@ void gemv(const float* x, int rows, int in, LinearTargets<W> targets, bool accum
   const int R = rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : 8;
   const int groups = (rows + R - 1) / R;
   const bool glu = up != nullptr;
+  check_aligned16("gemv", x, targets, up, norm.weight);  // its weight and x loads are 16 bytes wide
   if constexpr (rope) {
     if (glu) throw InvalidArgument("gemv: the RoPE epilogue takes no GLU");
     epi.check("gemv", targets);

@@ -5,6 +5,7 @@
 /// the matrices one launch feeds with the same x, the RMSNorm folded into x,
 /// and the epilogue that stores the result (plain, or RoPE + K/V into a cache slot).
 
+#include <cstdint>
 #include <string>
 #include <type_traits>
 
@@ -15,6 +16,9 @@
 #include "lckv/cuda/ops.cuh"
 
 namespace lckv::cuda {
+
+/// Whether `p` allows the 16-byte vector loads of the GEMV and the skinny GEMM (null counts as aligned).
+inline bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
 /// Up to three matrices that read the same x: y_s[r, o] (+)= x[r] . w_s[o].
 /// tile_end[s] is the first tile past matrix s's tiles (the launcher fills it in).
@@ -36,7 +40,24 @@ struct LinearTargets {
     t.count = 1;
     return t;
   }
+  /// Whether every matrix is 16-byte aligned.
+  bool weights_aligned() const {
+    for (int s = 0; s < count; ++s)
+      if (!aligned16(w[s])) return false;
+    return true;
+  }
 };
+
+/// Host: throws InvalidArgument naming `who` unless x, the weights, Wu and the norm weight allow
+/// 16-byte vector loads.
+template <class W, class X>
+void check_aligned16(const char* who, const X* x, const LinearTargets<W>& targets, const W* up, const W* norm) {
+  if (!aligned16(x) || !targets.weights_aligned() || !aligned16(up) || !aligned16(norm))
+    throw InvalidArgument(std::string(who) + ": needs 16-byte aligned x, weights and norm weight (x " +
+                          (aligned16(x) ? "ok" : "misaligned") + ", weights " +
+                          (targets.weights_aligned() && aligned16(up) ? "ok" : "misaligned") + ", norm weight " +
+                          (aligned16(norm) ? "ok" : "misaligned") + ")");
+}
 
 /// RMSNorm applied to x on the fly: weight == nullptr means none.
 template <class W>
