@@ -423,7 +423,7 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
     } else if constexpr (ROPE) {
       const int half = epi.head_dim / 2;  // a tile holds whole heads: the partner is in it
       epi.store(target, r0 + n, o, v, [&] { return cn[o % epi.head_dim < half ? m + half : m - half] * scale; }, y + yi,
-                inv_freq);
+                epi.theta > 0.0f ? inv_freq[epi.freq_index(o)] : 0.0f);
     } else {
       y[yi] = a.accumulate ? y[yi] + v : v;
     }

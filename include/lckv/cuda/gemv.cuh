@@ -99,6 +99,11 @@ __global__ void __launch_bounds__(256, gemv_min_blocks(R, TO))
     const int o = min(output(t < TY ? t : t - TY), out - 1);
     wrow[t] = (t < TY ? w : up) + static_cast<std::int64_t>(o) * in;
   }
+  // RoPE: the frequency of this thread's output in the epilogue (a double pow) needs no earlier
+  // kernel, so it is worked out before waiting for one.
+  float freq = 0.0f;
+  if constexpr (ROPE)
+    if (epi.theta > 0.0f && threadIdx.x < TY * R) freq = epi.inv_freq(output(static_cast<int>(threadIdx.x) / R));
   // Weights never change: start pulling this block's tile before the previous kernel ends.
   {
     const int lines = (in * static_cast<int>(sizeof(W)) + 127) / 128;
@@ -220,7 +225,7 @@ __global__ void __launch_bounds__(256, gemv_min_blocks(R, TO))
       float* yo = y + static_cast<std::int64_t>(r0 + r) * out + o;
       if constexpr (ROPE) {
         constexpr int pairs = TY / 2;  // the block's outputs t and t +- pairs are partners
-        epi.store(target, r0 + r, o, sum, [&] { return result(t < pairs ? t + pairs : t - pairs); }, yo);
+        epi.store(target, r0 + r, o, sum, [&] { return result(t < pairs ? t + pairs : t - pairs); }, yo, freq);
       } else if constexpr (GLU) {
         const float u = result(t + TY);
         *yo = sum / (1.0f + expf(-sum)) * u;

@@ -93,29 +93,33 @@ struct RopeStore {
                               std::to_string(head_dim));
   }
 
-  /// Block-wide: inv_freq[i] = kernels::rope_inv_freq(i) for i < head_dim / 2 (needs a
-  /// __syncthreads before use). Reads no earlier kernel's output, so it may run before pdl::wait.
-  __device__ void fill_inv_freq(float* inv_freq) const {
+  /// Which frequency output o rotates with: its index i < head_dim / 2 in the pair (i, i + head_dim / 2).
+  __device__ int freq_index(int o) const { return o % head_dim % (head_dim / 2); }
+
+  /// Output o's rotation frequency (kernels::rope_inv_freq: a double pow). Reads no earlier
+  /// kernel's output, so the kernels work it out before pdl::wait, off the critical path.
+  __device__ float inv_freq(int o) const { return kernels::rope_inv_freq(freq_index(o), head_dim, theta); }
+
+  /// Block-wide: table[i] = the frequency of pair i, i < head_dim / 2 (needs a __syncthreads
+  /// before use). Reads no earlier kernel's output, like inv_freq.
+  __device__ void fill_inv_freq(float* table) const {
     if (theta > 0.0f)
       for (int i = static_cast<int>(threadIdx.x); i < head_dim / 2; i += static_cast<int>(blockDim.x))
-        inv_freq[i] = kernels::rope_inv_freq(i, head_dim, theta);
+        table[i] = kernels::rope_inv_freq(i, head_dim, theta);
   }
 
   /// Stores output o of target `target` (0 q, 1 k, 2 v) for row r: q rotated into *yq, k rotated
   /// and v as it is into the slot at the row's (seq, pos). `partner()` returns the row's output
   /// o + head_dim / 2 (first half) or o - head_dim / 2 (second half), the rotation's other input;
-  /// it is called only when there is a rotation. `inv_freq`: fill_inv_freq's table, or none
-  /// (worked out here).
+  /// it is called only when there is a rotation. `freq`: inv_freq(o) (unused without a rotation).
   template <class Partner>
-  __device__ void store(int target, int r, int o, float value, Partner partner, float* yq,
-                        const float* inv_freq = nullptr) const {
+  __device__ void store(int target, int r, int o, float value, Partner partner, float* yq, float freq) const {
     using KV = std::remove_cv_t<std::remove_pointer_t<decltype(slot.key(0, 0, 0))>>;
     const int half = head_dim / 2, i = o % head_dim;
     const RowInfo ri = rows[r];
     if (target < 2 && theta > 0.0f) {  // x[i] = a c - b s, x[i + half] = b c + a s
       float sn, cs;
-      const float f = inv_freq ? inv_freq[i % half] : kernels::rope_inv_freq(i % half, head_dim, theta);
-      sincosf(static_cast<float>(ri.pos) * f, &sn, &cs);
+      sincosf(static_cast<float>(ri.pos) * freq, &sn, &cs);
       const float b = partner();
       value = i < half ? value * cs - b * sn : value * cs + b * sn;
     }
