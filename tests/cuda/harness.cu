@@ -58,11 +58,9 @@ std::vector<float> linear(const std::vector<float>& x, int rows, int in, const s
     cuda::Gemm gemm(stream.get());
     gemm.reserve_activation(x.size());
     auto dx = to_device(x);
-    std::vector<float> placed(static_cast<std::size_t>(w_offset), 0.0f);
-    placed.insert(placed.end(), w.begin(), w.end());
-    auto dw = converted<W>(placed);
+    auto dw = placed<W>(w, w_offset);
     auto y = y0 ? to_device(*y0) : poisoned(static_cast<std::size_t>(rows) * out);
-    gemm.linear(cmat(dx, rows, in), dw.data() + w_offset, mat(y, rows, out), y0 != nullptr);
+    gemm.linear(cmat(dx, rows, in), dw.data(), mat(y, rows, out), y0 != nullptr);
     stream.synchronize();
     return to_host(y);
   });
@@ -74,11 +72,9 @@ std::vector<float> gemv_direct(const std::vector<float>& x, int rows, int in, co
     using W = decltype(tag);
     cuda::Stream stream;
     auto dx = to_device(x);
-    std::vector<float> placed(static_cast<std::size_t>(w_offset), 0.0f);
-    placed.insert(placed.end(), w.begin(), w.end());
-    auto dw = converted<W>(placed);
+    auto dw = placed<W>(w, w_offset);
     auto y = poisoned(static_cast<std::size_t>(rows) * out);
-    cuda::gemv(dx.data(), rows, in, cuda::LinearTargets<W>::single(dw.data() + w_offset, mat(y, rows, out)), false,
+    cuda::gemv(dx.data(), rows, in, cuda::LinearTargets<W>::single(dw.data(), mat(y, rows, out)), false,
                static_cast<const W*>(nullptr), cuda::InputNorm<W>{}, cuda::device_sms(), stream.get());
     stream.synchronize();
     return to_host(y);
@@ -87,7 +83,7 @@ std::vector<float> gemv_direct(const std::vector<float>& x, int rows, int in, co
 
 std::vector<float> gate_up_swiglu(const std::vector<float>& x, int rows, int in, const std::vector<float>& wg,
                                   const std::vector<float>& wu, int out, DType wt, bool fused,
-                                  const std::vector<float>* norm, float eps) {
+                                  const std::vector<float>* norm, float eps, int w_offset) {
   return with_type(wt, [&](auto tag) {
     using W = decltype(tag);
     cuda::Stream stream;
@@ -95,9 +91,9 @@ std::vector<float> gate_up_swiglu(const std::vector<float>& x, int rows, int in,
     gemm.set_fusion(fused);
     gemm.reserve_activation(x.size());
     auto dx = to_device(x);
-    auto dg = converted<W>(wg);
-    auto du = converted<W>(wu);
-    auto dn = norm ? converted<W>(*norm) : DeviceBuffer<W>();
+    auto dg = placed<W>(wg, w_offset);
+    auto du = placed<W>(wu, w_offset);
+    auto dn = placed<W>(norm ? *norm : std::vector<float>{}, w_offset);
     auto xn = poisoned(x.size());
     auto gate = poisoned(static_cast<std::size_t>(rows) * out);
     auto up = poisoned(static_cast<std::size_t>(rows) * out);
@@ -110,19 +106,19 @@ std::vector<float> gate_up_swiglu(const std::vector<float>& x, int rows, int in,
 
 std::vector<float> norm_project(const std::vector<float>& x, int rows, int in, const std::vector<float>& norm, float eps,
                                 const std::vector<std::vector<float>>& w, const std::vector<int>& out, DType wt,
-                                bool fused) {
+                                bool fused, int w_offset) {
   return with_type(wt, [&](auto tag) {
     using W = decltype(tag);
     cuda::CudaBackend<W> backend;
     backend.set_fusion(fused);
     auto dx = to_device(x);
-    auto dn = converted<W>(norm);
+    auto dn = placed<W>(norm, w_offset);
     auto xn = poisoned(x.size());
-    std::vector<DeviceBuffer<W>> dw;
+    std::vector<Placed<W>> dw;
     std::vector<DeviceBuffer<float>> dy;
     std::vector<steps::Projection<W>> projections;
     for (std::size_t s = 0; s < w.size(); ++s) {
-      dw.push_back(converted<W>(w[s]));
+      dw.push_back(placed<W>(w[s], w_offset));
       dy.push_back(poisoned(static_cast<std::size_t>(rows) * out[s]));
       projections.push_back({dw.back().data(), mat(dy.back(), rows, out[s])});
     }
@@ -180,7 +176,8 @@ RopeStoreResult rope_store_kv(const std::vector<float>& q, int heads, const std:
 RopeStoreResult attention_input(const std::vector<float>& x, const std::vector<RowInfo>& rows, int in,
                                 const std::vector<float>& norm, const std::vector<float>& wq,
                                 const std::vector<float>& wk, const std::vector<float>& wv, int heads, int kv_heads,
-                                int head_dim, float theta, DType wt, int max_len, bool fused, bool packed) {
+                                int head_dim, float theta, DType wt, int max_len, bool fused, bool packed,
+                                int w_offset) {
   return with_type(wt, [&](auto tag) {
     using W = decltype(tag);
     cuda::CudaBackend<W> backend;
@@ -190,15 +187,15 @@ RopeStoreResult attention_input(const std::vector<float>& x, const std::vector<R
     const int n = static_cast<int>(rows.size()), qc = heads * head_dim, kc = kv_heads * head_dim;
     auto dx = to_device(x);
     auto dr = to_device(rows);
-    auto dn = converted<W>(norm);
+    auto dn = placed<W>(norm, w_offset);
     // packed: the three matrices back to back in one allocation (as DeviceWeights lays them out).
     std::vector<float> stacked = wq;
     if (packed) {
       stacked.insert(stacked.end(), wk.begin(), wk.end());
       stacked.insert(stacked.end(), wv.begin(), wv.end());
     }
-    auto dwq = converted<W>(stacked), dwk = converted<W>(packed ? std::vector<float>{} : wk),
-         dwv = converted<W>(packed ? std::vector<float>{} : wv);
+    auto dwq = placed<W>(stacked, w_offset), dwk = placed<W>(packed ? std::vector<float>{} : wk, w_offset),
+         dwv = placed<W>(packed ? std::vector<float>{} : wv, w_offset);
     const W* pk = packed ? dwq.data() + wq.size() : dwk.data();
     const W* pv = packed ? pk + wk.size() : dwv.data();
     auto xn = poisoned(x.size());
@@ -215,15 +212,16 @@ RopeStoreResult attention_input(const std::vector<float>& x, const std::vector<R
 
 std::vector<float> mlp(const std::vector<float>& x, int rows, int in, const std::vector<float>& norm,
                        const std::vector<float>& wg, const std::vector<float>& wu, const std::vector<float>& wd, int inter,
-                       DType wt, bool fused, bool packed) {
+                       DType wt, bool fused, bool packed, int w_offset) {
   return with_type(wt, [&](auto tag) {
     using W = decltype(tag);
     cuda::CudaBackend<W> backend;
     backend.set_fusion(fused);
     std::vector<float> stacked = wg;
     if (packed) stacked.insert(stacked.end(), wu.begin(), wu.end());
-    auto dg = converted<W>(stacked), du = converted<W>(packed ? std::vector<float>{} : wu), dd = converted<W>(wd);
-    auto dn = converted<W>(norm);
+    auto dg = placed<W>(stacked, w_offset), du = placed<W>(packed ? std::vector<float>{} : wu, w_offset),
+         dd = placed<W>(wd, w_offset);
+    auto dn = placed<W>(norm, w_offset);
     auto dx = to_device(x);
     auto xn = poisoned(x.size());
     auto gate = poisoned(static_cast<std::size_t>(rows) * inter), up = poisoned(static_cast<std::size_t>(rows) * inter);

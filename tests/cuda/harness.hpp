@@ -43,10 +43,11 @@ std::vector<float> linear(const std::vector<float>& x, int rows, int in, const s
 std::vector<float> gemv_direct(const std::vector<float>& x, int rows, int in, const std::vector<float>& w, int out,
                                DType wt, int w_offset);
 /// silu(xn Wg^T) * (xn Wu^T) through Gemm::gate_up_swiglu (one launch when `fused`, else linear, linear,
-/// swiglu), xn = x, or RMSNorm(x; *norm, eps) when norm is given.
+/// swiglu), xn = x, or RMSNorm(x; *norm, eps) when norm is given. Weights and norm placed `w_offset`
+/// elements into their buffers as in linear (here and in norm_project, attention_input and mlp).
 std::vector<float> gate_up_swiglu(const std::vector<float>& x, int rows, int in, const std::vector<float>& wg,
                                   const std::vector<float>& wu, int out, DType wt, bool fused,
-                                  const std::vector<float>* norm = nullptr, float eps = 1e-5f);
+                                  const std::vector<float>* norm = nullptr, float eps = 1e-5f, int w_offset = 0);
 /// linear and gate_up_swiglu through the tensor-core skinny GEMM (cuda::skinny_linear,
 /// cuda::skinny_gate_up_swiglu) called directly: 16-bit weights, rows <= kSkinnyMaxRows;
 /// `splits` forces the split-K cluster size and `group_rows` the rows per block, 16 or 32 (0: the
@@ -65,7 +66,7 @@ int skinny_group_rows(int rows, int forced);
 /// each); outputs concatenated.
 std::vector<float> norm_project(const std::vector<float>& x, int rows, int in, const std::vector<float>& norm, float eps,
                                 const std::vector<std::vector<float>>& w, const std::vector<int>& out, DType wt,
-                                bool fused);
+                                bool fused, int w_offset = 0);
 /// cuda::rope_store_kv into a fresh NaN-poisoned contiguous cache of `kv` type (max_len positions
 /// per sequence): q afterwards, and the K and V then stored at each row ([rows, kv_heads * head_dim]).
 struct RopeStoreResult {
@@ -84,12 +85,13 @@ RopeStoreResult rope_store_kv(const std::vector<float>& q, int heads, const std:
 RopeStoreResult attention_input(const std::vector<float>& x, const std::vector<RowInfo>& rows, int in,
                                 const std::vector<float>& norm, const std::vector<float>& wq,
                                 const std::vector<float>& wk, const std::vector<float>& wv, int heads, int kv_heads,
-                                int head_dim, float theta, DType wt, int max_len, bool fused, bool packed);
+                                int head_dim, float theta, DType wt, int max_len, bool fused, bool packed,
+                                int w_offset = 0);
 /// x + steps::mlp through CudaBackend: x [rows, in] normalised by `norm` (eps 1e-5), gate / up
 /// ([inter, in], back to back in one allocation when `packed`), SwiGLU, down ([in, inter]).
 std::vector<float> mlp(const std::vector<float>& x, int rows, int in, const std::vector<float>& norm,
                        const std::vector<float>& wg, const std::vector<float>& wu, const std::vector<float>& wd, int inter,
-                       DType wt, bool fused, bool packed);
+                       DType wt, bool fused, bool packed, int w_offset = 0);
 std::vector<float> rope(const std::vector<float>& x, int cols, int heads, int head_dim, const std::vector<RowInfo>& rows,
                         float theta);
 std::vector<float> swiglu(const std::vector<float>& gate, const std::vector<float>& up);

@@ -48,6 +48,20 @@ DeviceBuffer<T> converted(const std::vector<float>& host) {
   for (std::size_t i = 0; i < host.size(); ++i) c[i] = cuda::from_float<T>(host[i]);
   return to_device(c);
 }
+/// `host` converted to T on the device, starting `offset` elements into its buffer: offset 1 makes
+/// a view that is not 16-byte aligned, as a user's own weight view may be (DeviceWeights never is).
+template <class T>
+struct Placed {
+  DeviceBuffer<T> buffer;
+  int offset = 0;
+  T* data() { return buffer.data() + offset; }
+};
+template <class T>
+Placed<T> placed(const std::vector<float>& host, int offset) {
+  std::vector<float> shifted(static_cast<std::size_t>(offset), 0.0f);
+  shifted.insert(shifted.end(), host.begin(), host.end());
+  return {converted<T>(shifted), offset};
+}
 DeviceBuffer<float> poisoned(std::size_t n) {
   DeviceBuffer<float> d(n);
   d.fill_bytes(0xFF);

@@ -216,6 +216,11 @@ TEST_CASE("gate_up_swiglu (fused GEMV with SwiGLU epilogue) vs CPU" * doctest::s
         for (bool fused : {true, false})
           CHECK(rel_error(cudatest::gate_up_swiglu(xm, m, in, Wg, Wu, out, t, fused, &norm), g,
                           fused ? "norm + gate_up_swiglu" : "norm + gate_up_swiglu unfused") <= tol(t));
+        // Weights and norm one element off 16-byte alignment (a user's view): the fused kernels'
+        // vector loads do not apply, and the unfused path gives the same result.
+        if (m == 5 || m == 13)
+          CHECK(rel_error(cudatest::gate_up_swiglu(xm, m, in, Wg, Wu, out, t, true, &norm, 1e-5f, /*w_offset=*/1), g,
+                          "norm + gate_up_swiglu, misaligned weights") <= tol(t));
       }
     }
   }
@@ -252,6 +257,9 @@ TEST_CASE("norm_project (RMSNorm + 1-3 projections in one GEMV launch) vs CPU" *
         for (bool fused : {true, false})
           CHECK(rel_error(cudatest::norm_project(x, m, in, norm, 1e-5f, W, outs[shape], t, fused), want,
                           fused ? "norm_project" : "norm_project unfused") <= tol(t));
+        if (m == 3 || m == 13)  // misaligned weights and norm: the unfused path
+          CHECK(rel_error(cudatest::norm_project(x, m, in, norm, 1e-5f, W, outs[shape], t, true, /*w_offset=*/1), want,
+                          "norm_project, misaligned weights") <= tol(t));
       }
     }
   }
@@ -329,12 +337,15 @@ TEST_CASE("attention_input (RMSNorm, q/k/v, RoPE, K/V into the cache: one GEMV, 
             };
             auto q_want = project(wq, qc);
             if (theta > 0.0f) cpu::rope({q_want.data(), m, qc}, heads, head_dim, rows.data(), theta);
-            for (int variant = 0; variant < 4; ++variant) {
-              const bool fused = variant % 2 == 0, packed = variant >= 2;
+            for (int variant = 0; variant < 5; ++variant) {
+              const bool fused = variant % 2 == 0, packed = variant == 2 || variant == 3;
+              const int w_offset = variant == 4 ? 1 : 0;  // misaligned weights and norm: the unfused path
+              if (w_offset != 0 && m != 3 && m != 13) continue;
               CAPTURE(fused);
               CAPTURE(packed);
+              CAPTURE(w_offset);
               const auto got = cudatest::attention_input(x, rows, in, norm, wq, wk, wv, heads, kv_heads, head_dim, theta, t,
-                                                         max_len, fused, packed);
+                                                         max_len, fused, packed, w_offset);
               CHECK(rel_error(got.q, q_want, "attention_input q") <= tol(t));
               if (computes_kv) {
                 auto k_want = project(wk, kc);
@@ -378,11 +389,14 @@ TEST_CASE("mlp (RMSNorm, gate/up, SwiGLU, down + residual; packed gate/up as one
         if (cublas) g = rounded(t, g);
         std::vector<float> want(x.size());  // the MLP's part of x: compared without the residual, which would hide it
         cpu::linear({g.data(), m, inter}, wd.data(), {want.data(), m, in});
-        for (int variant = 0; variant < 4; ++variant) {
-          const bool fused = variant % 2 == 0, packed = variant >= 2;
+        for (int variant = 0; variant < 5; ++variant) {
+          const bool fused = variant % 2 == 0, packed = variant == 2 || variant == 3;
+          const int w_offset = variant == 4 ? 1 : 0;  // misaligned weights and norm: the unfused path
+          if (w_offset != 0 && m != 5 && m != 13) continue;
           CAPTURE(fused);
           CAPTURE(packed);
-          auto got = cudatest::mlp(x, m, in, norm, wg, wu, wd, inter, t, fused, packed);
+          CAPTURE(w_offset);
+          auto got = cudatest::mlp(x, m, in, norm, wg, wu, wd, inter, t, fused, packed, w_offset);
           for (std::size_t i = 0; i < got.size(); ++i) got[i] -= x[i];
           CHECK(rel_error(got, want, "mlp") <= tol(t));
         }

@@ -121,7 +121,7 @@ public:
   /// steps::norm_project in one launch at decode row counts (else rmsnorm + linear each).
   void norm_project(MatrixView<const float> x, const W* norm, float eps, MatrixView<float> xn,
                     std::span<const steps::Projection<W>> projections) const {
-    if (!ctx_->gemm.template fuses<W>(x.rows, x.cols)) {
+    if (!ctx_->gemm.template fuses<W>(x.rows, x.cols) || !Gemm::vector_loads(x.data, norm, projections)) {
       if constexpr (!std::is_same_v<W, float>)
         if (!ctx_->capturing) ctx_->gemm.reserve_activation(static_cast<std::size_t>(x.size()));
       ctx_->gemm.norm_then_project(x, norm, eps, xn, projections);
@@ -154,7 +154,8 @@ public:
                        std::span<const steps::Projection<W>> qkv, int heads, const Slot& slot, const RowInfo* rows,
                        float theta) const {
     Gemm& g = ctx_->gemm;
-    if (g.template fuses_rope<W>(x.rows, x.cols, slot.head_dim) && (qkv.size() == 1 || qkv.size() == 3)) {
+    if (g.template fuses_rope<W>(x.rows, x.cols, slot.head_dim) && (qkv.size() == 1 || qkv.size() == 3) &&
+        Gemm::vector_loads(x.data, norm, qkv)) {
       g.norm_project(x, norm, eps, qkv, RopeStore<Slot>{rows, theta, slot.head_dim, slot});
       return true;
     }
@@ -173,7 +174,7 @@ public:
            MatrixView<float> gate) const {
     Gemm& g = ctx_->gemm;
     if constexpr (!std::is_same_v<W, float>) {
-      if (g.fusion() && g.template skinny_fused_fits<W>(x.rows, x.cols)) {
+      if (g.fusion() && g.template skinny_fused_fits<W>(x.rows, x.cols) && Gemm::vector_loads({x.data, norm, wg, wu})) {
         if (!ctx_->capturing) g.reserve_activation(static_cast<std::size_t>(x.rows) * gate.cols);
         g.skinny_mlp(x, norm, eps, wg, wu, wd, gate.cols);
         return true;

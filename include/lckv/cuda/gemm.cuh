@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <span>
 #include <string>
@@ -111,7 +112,21 @@ public:
   bool skinny_fused_fits(int rows, int in) const {
     return skinny_on_ && !std::is_same_v<W, float> && rows > kGemvRows && rows <= skinny_fused_rows_ && in % 8 == 0;
   }
-  /// Whether norm_project / gate_up_swiglu with a norm run as one launch for this input.
+  /// Whether the own kernels' 16-byte vector loads suit these operands (null counts as aligned).
+  /// DeviceWeights and the activation buffers always do; a user-made weight view may not, and
+  /// then takes cuBLAS (and, for the fused steps, their unfused form).
+  static bool vector_loads(std::initializer_list<const void*> operands) {
+    return std::all_of(operands.begin(), operands.end(), [](const void* p) { return aligned16(p); });
+  }
+  /// The same for x, the norm weight and every projection's weights.
+  template <StorageType W>
+  static bool vector_loads(const float* x, const W* norm, std::span<const steps::Projection<W>> projections) {
+    return vector_loads({x, norm}) && std::all_of(projections.begin(), projections.end(),
+                                                  [](const steps::Projection<W>& p) { return aligned16(p.weight); });
+  }
+
+  /// Whether norm_project / gate_up_swiglu with a norm run as one launch for this input
+  /// (vector_loads must hold for the operands as well).
   template <StorageType W>
   bool fuses(int rows, int in) const {
     return fusion_ && (gemv_fits<W>(rows, in) || skinny_fused_fits<W>(rows, in));
@@ -173,7 +188,7 @@ public:
   template <StorageType W>
   void linear_from_rounded(const W* b, int rows, int in, const W* w, MatrixView<float> y, bool accumulate) {
     if constexpr (!std::is_same_v<W, float>) {
-      if (skinny_fits<W>(rows, in) && aligned16(b) && aligned16(w)) {
+      if (skinny_fits<W>(rows, in) && vector_loads({b, w})) {
         skinny_gemm<W, W>(b, rows, in, LinearTargets<W>::single(w, y), accumulate, nullptr, nullptr, InputNorm<W>{},
                           skinny_, stream_);
         return;
@@ -198,14 +213,14 @@ public:
     if (x.rows == 0) return;
     // Decode at small batch: a weight-streaming GEMV beats cuBLAS's small-M kernels and skips the
     // rounding pass. Both own kernels need 16-byte aligned operands; cuBLAS takes the rest.
-    const bool vector_loads = aligned16(x.data) && aligned16(w);
-    if (gemv_fits<W>(x.rows, x.cols) && vector_loads) {
+    const bool own_kernels = vector_loads({x.data, w});
+    if (gemv_fits<W>(x.rows, x.cols) && own_kernels) {
       gemv(x.data, x.rows, x.cols, LinearTargets<W>::single(w, y), accumulate, static_cast<const W*>(nullptr),
            InputNorm<W>{}, num_sms_, stream_);
       return;
     }
     if constexpr (!std::is_same_v<W, float>) {
-      if (skinny_fits<W>(x.rows, x.cols) && vector_loads) {
+      if (skinny_fits<W>(x.rows, x.cols) && own_kernels) {
         skinny_linear(x, w, y, accumulate, skinny_, stream_);
         return;
       }
@@ -268,7 +283,7 @@ public:
   void gate_up_swiglu(MatrixView<const float> x, const W* norm, float eps, MatrixView<float> xn, const W* wg,
                       const W* wu, MatrixView<float> gate, MatrixView<float> up) {
     if (x.rows == 0) return;
-    if (fuses<W>(x.rows, x.cols)) {
+    if (fuses<W>(x.rows, x.cols) && vector_loads({x.data, norm, wg, wu})) {
       fused_launch(x, LinearTargets<W>::single(wg, gate), wu, InputNorm<W>{norm, eps});
       return;
     }
