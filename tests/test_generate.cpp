@@ -113,6 +113,54 @@ TEST_CASE("greedy generation continues the sequence the model predicts") {
   CHECK(cache2.is_open(0) == false);
 }
 
+TEST_CASE("forward samples each chunk's last row when asked: the token sample_token picks from its logits") {
+  const auto config = lt::small_config(plans::lckv(8, warmup::Sandwich{2}), 4);
+  const auto weights = lt::weights_for(config, 5, 0.3f);
+  // Chunks of different lengths (prefill, then one decode token each), per-chunk parameters with
+  // two neighbours sharing theirs (one run of rows), greedy among them.
+  const std::vector<SamplingParams> params{{0.8f, 20, 0.9f}, {0.8f, 20, 0.9f}, {}, {1.3f, 0, 0.7f}};
+  const std::vector<double> u{0.13, 0.71, 0.5, 0.999};
+  const std::vector<std::vector<int>> prompts{lt::random_tokens(5, 128, 1), lt::random_tokens(9, 128, 2),
+                                              lt::random_tokens(1, 128, 3), lt::random_tokens(3, 128, 4)};
+  lt::Model model(config, weights.view());
+  lt::Cache with_logits(CacheGeometry::of(config), 4, 16), sampled(CacheGeometry::of(config), 4, 16);
+  for (int step = 0; step < 2; ++step) {
+    CAPTURE(step);
+    std::vector<SequenceChunk> a, b;
+    std::vector<int> next(4);
+    for (int c = 0; c < 4; ++c) {
+      if (step == 0) {
+        a.push_back({with_logits.open(), prompts[static_cast<std::size_t>(c)]});
+        b.push_back({sampled.open(), prompts[static_cast<std::size_t>(c)]});
+      } else {
+        next[static_cast<std::size_t>(c)] = (7 * c + 3) % 128;
+        a.push_back({c, std::span<const int>(&next[static_cast<std::size_t>(c)], 1)});
+        b.push_back({c, std::span<const int>(&next[static_cast<std::size_t>(c)], 1)});
+      }
+    }
+    const Logits logits = model.forward(a, with_logits);
+    const Logits tokens = model.forward(b, sampled, {}, {params, u});
+    CHECK(tokens.data.size() == 0);
+    REQUIRE(tokens.tokens.size() == 4);
+    for (int c = 0; c < 4; ++c)
+      CHECK(tokens.tokens[static_cast<std::size_t>(c)] ==
+            sample_token(logits.last(c), params[static_cast<std::size_t>(c)], u[static_cast<std::size_t>(c)]));
+  }
+  // Bad requests name the problem and change no sequence.
+  const int token = 5;
+  const SequenceChunk one[] = {{0, std::span<const int>(&token, 1)}};
+  const int before = sampled.length(0);
+  CHECK_THROWS_WITH_AS(model.forward(one, sampled, {}, {params, u}),
+                       doctest::Contains("one parameter set and one uniform per chunk: 1 chunks, 4 parameter sets"),
+                       InvalidArgument);
+  const double bad_u[] = {1.0};
+  CHECK_THROWS_WITH_AS(model.forward(one, sampled, {}, {std::span(params).first(1), bad_u}),
+                       doctest::Contains("uniform is 1.000000, expected a value in [0, 1)"), InvalidArgument);
+  CHECK_THROWS_WITH_AS(model.forward(one, sampled, {PrefillMode::Auto, true}, {std::span(params).first(1), std::span(u).first(1)}),
+                       doctest::Contains("all_logits"), InvalidArgument);
+  CHECK(sampled.length(0) == before);
+}
+
 TEST_CASE("sequences ending at different steps free their cache") {
   const auto config = lt::small_config(plans::lckv(8, warmup::Sandwich{2}), 4);
   const auto weights = lt::weights_for(config, 5, 0.2f);

@@ -591,10 +591,25 @@ void BM_TinyLlamaDecodeStep(benchmark::State& state) {
     ++n;
     benchmark::DoNotOptimize(logits.data.data());
   }
+  // The same step with each next token sampled on the device (greedy; TokenSampling): only the
+  // token ids come back instead of [B, vocab] fp32 logits.
+  const std::vector<SamplingParams> greedy(static_cast<std::size_t>(B));
+  const std::vector<double> u(static_cast<std::size_t>(B), 0.5);
+  const int sampled_steps = 20;
+  double sampled_s = 0;
+  for (int i = -1; i < sampled_steps; ++i) {  // i = -1: the sampler's first call (allocations), untimed
+    if (cache.length(0) >= S + steps - 1)
+      for (int b = 0; b < B; ++b) cache.commit(b, S);
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto next = model.forward(chunks, cache, {}, {greedy, u});
+    if (i >= 0) sampled_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    benchmark::DoNotOptimize(next.tokens.data());
+  }
   const double kv = static_cast<double>(B) * S * kv_heads_bytes(m.config);
   const double bytes = weight_bytes(m.config) + kv;
   state.counters["device_ms"] = device_ms / n;
   state.counters["wall_ms"] = wall_s * 1e3 / n;
+  state.counters["wall_sampled_ms"] = sampled_s * 1e3 / sampled_steps;
   state.counters["bytes_MB"] = bytes / 1e6;
   state.counters["tokens_per_s"] = B / (wall_s / n);
   state.counters["graph_replays"] = static_cast<double>(model.backend().graphs().replays());

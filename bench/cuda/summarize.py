@@ -104,14 +104,16 @@ def main(path):
     dec = find("BM_TinyLlamaDecodeStep")
     if dec:
         print("\nTinyLlama-1.1B shape decode step, bf16 weights + KV (roofline = (weights + KV read) / copy bandwidth)")
-        print(f"{'variant':>7} {'batch':>5} {'context':>7} {'plan':>8} {'MB read':>8} {'roofline ms':>11} {'device ms':>9} {'of roof':>7} {'wall ms':>8} {'of roof':>7} {'tok/s':>8}")
+        print("(wall: forward returning the logits; sampled: forward sampling greedily on the device, token ids back)")
+        print(f"{'variant':>7} {'batch':>5} {'context':>7} {'plan':>8} {'MB read':>8} {'roofline ms':>11} {'device ms':>9} {'of roof':>7} {'wall ms':>8} {'of roof':>7} {'tok/s':>8} {'sampled ms':>10}")
         for b in dec:
             parts = args(b)
             roof = b["bytes_MB"] * 1e6 / bw * 1e3
             variant = parts.get("variant", "-") + (f"/s{parts['splits']}" if parts.get("splits", "0") != "0" else "")
             print(f"{variant:>7} {parts['batch']:>5} {parts['context']:>7} {plan_name(parts):>8} "
                   f"{b['bytes_MB']:>8.0f} {roof:>11.3f} {b['device_ms']:>9.3f} {roof / b['device_ms']:>7.2f} "
-                  f"{b['wall_ms']:>8.3f} {roof / b['wall_ms']:>7.2f} {b['tokens_per_s']:>8.0f}")
+                  f"{b['wall_ms']:>8.3f} {roof / b['wall_ms']:>7.2f} {b['tokens_per_s']:>8.0f} "
+                  f"{b.get('wall_sampled_ms', float('nan')):>10.3f}")
 
     pre = find("BM_TinyLlamaPrefill")
     if pre:

@@ -147,7 +147,8 @@ public:
   ~GpuModel();
   int open();
   void close(int seq);
-  Logits forward(std::span<const SequenceChunk> chunks, ForwardOptions options = {});
+  /// Transformer::forward (with `sampling`: the tokens sampled on the device, Logits::tokens).
+  Logits forward(std::span<const SequenceChunk> chunks, ForwardOptions options = {}, TokenSampling sampling = {});
   long graph_captures() const;
   long graph_replays() const;
   std::size_t cache_bytes() const;

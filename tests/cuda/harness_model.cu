@@ -10,7 +10,7 @@ struct GpuModel::Impl {
   virtual ~Impl() = default;
   virtual int open() = 0;
   virtual void close(int seq) = 0;
-  virtual Logits forward(std::span<const SequenceChunk> chunks, ForwardOptions options) = 0;
+  virtual Logits forward(std::span<const SequenceChunk> chunks, ForwardOptions options, TokenSampling sampling) = 0;
   virtual long captures() const = 0;
   virtual long replays() const = 0;
   virtual std::size_t cache_bytes() const = 0;
@@ -35,8 +35,8 @@ struct ModelImpl final : GpuModel::Impl {
   }
   int open() override { return cache_.open(); }
   void close(int seq) override { cache_.close(seq); }
-  Logits forward(std::span<const SequenceChunk> chunks, ForwardOptions options) override {
-    return model_.forward(chunks, cache_, options);
+  Logits forward(std::span<const SequenceChunk> chunks, ForwardOptions options, TokenSampling sampling) override {
+    return model_.forward(chunks, cache_, options, sampling);
   }
   long captures() const override { return model_.backend().graphs().captures(); }
   long replays() const override { return model_.backend().graphs().replays(); }
@@ -88,8 +88,8 @@ GpuModel::GpuModel(const ModelConfig& config, const HostWeights& weights, const 
 GpuModel::~GpuModel() = default;
 int GpuModel::open() { return impl_->open(); }
 void GpuModel::close(int seq) { impl_->close(seq); }
-Logits GpuModel::forward(std::span<const SequenceChunk> chunks, ForwardOptions options) {
-  return impl_->forward(chunks, options);
+Logits GpuModel::forward(std::span<const SequenceChunk> chunks, ForwardOptions options, TokenSampling sampling) {
+  return impl_->forward(chunks, options, sampling);
 }
 long GpuModel::graph_captures() const { return impl_->captures(); }
 long GpuModel::graph_replays() const { return impl_->replays(); }

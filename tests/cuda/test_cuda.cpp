@@ -934,6 +934,49 @@ TEST_CASE("decode of token n equals the sequential forward at n; contiguous == p
   }
 }
 
+TEST_CASE("tokens sampled on the device inside the forward equal sample_token on the same logits" *
+          doctest::skip(!gpu())) {
+  // Two identical GPU models: one returns its logits (sampled here by sample_token), one samples
+  // on the device and sends back token ids only. Prefill of four chunks (12 rows: the skinny GEMM
+  // and cuBLAS), then decode steps (4 rows: the GEMV, graphs); per-chunk parameters, neighbours
+  // sharing theirs (one sampler call), greedy among them.
+  Rng rng(fresh_seed());
+  const ModelConfig config = configs::make(small_shape(), plans::lckv(6, warmup::Sandwich{2}));
+  const HostWeights weights = HostWeights::random(config, fresh_seed());
+  const std::vector<SamplingParams> params{{0.8f, 20, 0.9f}, {0.8f, 20, 0.9f}, {}, {1.3f, 0, 0.7f}};
+  for (DType t : {DType::F32, DType::BF16}) {
+    const std::string dtype_name = cudatest::name(t);
+    CAPTURE(dtype_name);
+    cudatest::GpuModel::Options o;
+    o.weights = o.kv = t;
+    cudatest::GpuModel with_logits(config, weights, o), sampled(config, weights, o);
+    std::vector<std::vector<int>> next(4);
+    for (int c = 0; c < 4; ++c)
+      for (int i = 0; i < 1 + 2 * c; ++i) next[static_cast<std::size_t>(c)].push_back(static_cast<int>(rng.below(300)));
+    for (int c = 0; c < 4; ++c) {
+      with_logits.open();
+      sampled.open();
+    }
+    for (int step = 0; step < 4; ++step) {
+      CAPTURE(step);
+      std::vector<SequenceChunk> chunks;
+      std::vector<double> u;
+      for (int c = 0; c < 4; ++c) {
+        chunks.push_back({c, next[static_cast<std::size_t>(c)]});
+        u.push_back(rng.uniform());
+      }
+      const Logits logits = with_logits.forward(chunks);
+      const Logits tokens = sampled.forward(chunks, {}, {params, u});
+      REQUIRE(tokens.tokens.size() == 4);
+      for (int c = 0; c < 4; ++c) {
+        const int want = sample_token(logits.last(c), params[static_cast<std::size_t>(c)], u[static_cast<std::size_t>(c)]);
+        CHECK(tokens.tokens[static_cast<std::size_t>(c)] == want);
+        next[static_cast<std::size_t>(c)] = {want};
+      }
+    }
+  }
+}
+
 TEST_CASE("fp16 weights and KV run end to end" * doctest::skip(!gpu())) {
   ModelConfig config = configs::make(small_shape(), plans::lckv(6, warmup::Sandwich{2}));
   const HostWeights weights = HostWeights::random(config, fresh_seed());

@@ -8,6 +8,7 @@
 
 #include "lckv/core/buffer.hpp"
 #include "lckv/core/error.hpp"
+#include "lckv/engine/sampling.hpp"
 
 namespace lckv {
 
@@ -45,6 +46,16 @@ struct ForwardOptions {
   bool all_logits = false;  ///< logits for every new token, not only each chunk's last
 };
 
+/// Asks a forward to sample each chunk's next token from its last logits row (sample_token's
+/// rule) into Logits::tokens instead of returning the rows (Logits::data stays empty). A backend
+/// that samples on the device (CUDA) sends back only the token ids. One entry per chunk in each;
+/// not with ForwardOptions::all_logits.
+struct TokenSampling {
+  std::span<const SamplingParams> params;
+  std::span<const double> uniforms;  ///< in [0, 1)
+  bool empty() const { return params.empty() && uniforms.empty(); }
+};
+
 /// Logits of a forward: row i of chunk c is row(first_row[c] + i).
 struct Logits {
   HostBuffer<float> data;
@@ -52,6 +63,7 @@ struct Logits {
   int vocab = 0;
   std::vector<int> first_row;                 ///< per chunk
   std::vector<PrefillMode> mode_used;         ///< per chunk: Sequential or Iterative
+  std::vector<int> tokens;                    ///< per chunk, when the forward was given a TokenSampling
   std::span<const float> row(int r) const {
     return {data.data() + static_cast<std::size_t>(r) * static_cast<std::size_t>(vocab), static_cast<std::size_t>(vocab)};
   }

@@ -88,14 +88,28 @@ std::vector<GenerationResult> generate(Model& model, Cache& cache, const std::ve
   for (std::size_t i = 0; i < requests.size(); ++i) waiting.push_back(i);
   std::vector<Active> active;
 
-  // Samples each active sequence's next token from its logits row; closes finished ones.
+  // Each sequence's next token is sampled inside the forward (on the device where the backend
+  // samples there, so only token ids come back) from the sequence's next uniform: one per token,
+  // so a seed fixes the generation whatever the batch.
+  std::vector<SamplingParams> params;
+  std::vector<double> uniforms;
+  auto sampling_for = [&](std::vector<Active>& batch) {
+    params.clear();
+    uniforms.clear();
+    for (auto& a : batch) {
+      params.push_back(requests[a.request].sampling);
+      uniforms.push_back(a.rng.uniform());
+    }
+    return TokenSampling{params, uniforms};
+  };
+  // Records each sequence's sampled token; closes finished ones.
   auto take = [&](const Logits& logits, std::vector<Active>& batch) {
     std::vector<Active> still;
     for (std::size_t c = 0; c < batch.size(); ++c) {
       auto& a = batch[c];
       const auto& req = requests[a.request];
       auto& res = results[a.request];
-      const int token = sample_token(logits.last(static_cast<int>(c)), req.sampling, a.rng.uniform());
+      const int token = logits.tokens[c];
       res.tokens.push_back(token);
       ++st.generated_tokens;
       if (req.eos && token == *req.eos) res.stop = StopReason::Eos;
@@ -133,7 +147,7 @@ std::vector<GenerationResult> generate(Model& model, Cache& cache, const std::ve
       }
       if (!admitted.empty()) {
         const auto t0 = clock::now();
-        Logits logits = model.forward(chunks, cache, {options.prefill, false});
+        Logits logits = model.forward(chunks, cache, {options.prefill, false}, sampling_for(admitted));
         st.prefill_seconds += std::chrono::duration<double>(clock::now() - t0).count();
         for (std::size_t c = 0; c < admitted.size(); ++c) results[admitted[c].request].prefill_mode = logits.mode_used[c];
         take(logits, admitted);
@@ -148,7 +162,7 @@ std::vector<GenerationResult> generate(Model& model, Cache& cache, const std::ve
       for (const auto& a : active)
         chunks.push_back({a.seq, std::span<const int>(&results[a.request].tokens.back(), 1)});
       const auto t0 = clock::now();
-      Logits logits = model.forward(chunks, cache, {PrefillMode::Auto, false});
+      Logits logits = model.forward(chunks, cache, {PrefillMode::Auto, false}, sampling_for(active));
       st.decode_seconds += std::chrono::duration<double>(clock::now() - t0).count();
       ++st.decode_steps;
       take(logits, active);

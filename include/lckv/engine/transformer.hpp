@@ -65,8 +65,11 @@ public:
   /// Appends each chunk's tokens to its sequence and returns logits. All chunks
   /// are checked and all cache room is reserved before anything is written, so
   /// a bad chunk leaves every sequence as it was.
-  Logits forward(std::span<const SequenceChunk> chunks, Cache& cache, ForwardOptions options = {}) {
+  /// With `sampling` it returns each chunk's next token instead (Logits::tokens).
+  Logits forward(std::span<const SequenceChunk> chunks, Cache& cache, ForwardOptions options = {},
+                 TokenSampling sampling = {}) {
     validate(chunks, cache);
+    validate_sampling(chunks.size(), options, sampling);
     Logits out;
     out.vocab = config_.shape.vocab_size;
     int total_rows = 0;
@@ -94,21 +97,24 @@ public:
       longest_parallel = std::max(longest_parallel, len);
     }
     reserve_all(chunks, cache);
-    out.data = HostBuffer<float>(static_cast<std::size_t>(total_rows) * static_cast<std::size_t>(out.vocab));
+    if (sampling.empty())
+      out.data = HostBuffer<float>(static_cast<std::size_t>(total_rows) * static_cast<std::size_t>(out.vocab));
+    else
+      out.tokens.assign(chunks.size(), -1);
 
     for (std::size_t from = 0; from < longest_parallel; from += piece) {
       Batch batch;
       for (std::size_t c = 0; c < chunks.size(); ++c)
         if (out.mode_used[c] == PrefillMode::Iterative && from < chunks[c].tokens.size())
           add_tokens(batch, chunks[c], cache, from, std::min(from + piece, chunks[c].tokens.size()), c, options, out);
-      run(batch, cache, out);
+      run(batch, cache, sampling, out);
     }
     for (std::size_t t = 0; t < longest_sequential; ++t) {
       Batch step;
       for (std::size_t c = 0; c < chunks.size(); ++c)
         if (out.mode_used[c] == PrefillMode::Sequential && t < chunks[c].tokens.size())
           add_tokens(step, chunks[c], cache, t, t + 1, c, options, out);
-      run(step, cache, out);
+      run(step, cache, sampling, out);
     }
     for (const auto& c : chunks) cache.commit(c.seq, cache.length(c.seq) + static_cast<int>(c.tokens.size()));
     return out;
@@ -156,6 +162,22 @@ private:
     }
   }
 
+  static void validate_sampling(std::size_t chunks, const ForwardOptions& options, const TokenSampling& o) {
+    if (o.empty()) return;
+    if (o.params.size() != chunks || o.uniforms.size() != chunks)
+      throw InvalidArgument("forward: sampling needs one parameter set and one uniform per chunk: " +
+                            std::to_string(chunks) + " chunks, " + std::to_string(o.params.size()) +
+                            " parameter sets, " + std::to_string(o.uniforms.size()) + " uniforms");
+    if (options.all_logits)
+      throw InvalidArgument("forward: sampling takes each chunk's last row; all_logits asks for every row's logits");
+    for (std::size_t c = 0; c < chunks; ++c) {
+      o.params[c].validate();
+      if (!(o.uniforms[c] >= 0.0 && o.uniforms[c] < 1.0))
+        throw InvalidArgument("forward: chunk " + std::to_string(c) + "'s uniform is " + std::to_string(o.uniforms[c]) +
+                              ", expected a value in [0, 1)");
+    }
+  }
+
   void reserve_all(std::span<const SequenceChunk> chunks, Cache& cache) const {
     std::size_t done = 0;
     try {
@@ -190,7 +212,7 @@ private:
   }
 
   /// One run over the batch's rows following the iteration plan.
-  void run(const Batch& b, Cache& cache, Logits& out) {
+  void run(const Batch& b, Cache& cache, const TokenSampling& sampling, Logits& out) {
     const auto& s = config_.shape;
     const int n = static_cast<int>(b.tokens.size());
     ensure_scratch(n);
@@ -238,6 +260,10 @@ private:
       backend_.step(step_key(n, m, passes, cache), b.longest_chunk == 1, compute);
     else
       compute();
+    if (!sampling.empty()) {
+      sample_rows(b, logits, sampling, out);
+      return;
+    }
     // Rows that land in order at the start of the output (decode) come straight back; others via a staging copy.
     bool in_place = true;
     for (int i = 0; in_place && i < m; ++i) in_place = b.logit_dest[static_cast<std::size_t>(i)] == i;
@@ -250,6 +276,35 @@ private:
     for (int i = 0; i < m; ++i)
       std::copy_n(host.data() + static_cast<std::size_t>(i) * s.vocab_size, s.vocab_size,
                   out.data.data() + static_cast<std::size_t>(b.logit_dest[static_cast<std::size_t>(i)]) * s.vocab_size);
+  }
+
+  /// TokenSampling: the token of each wanted row (a chunk's last; its logit_dest is the
+  /// chunk's index). A backend that samples on the device gets runs of rows that share parameters
+  /// in one call and sends back token ids only; otherwise the rows come back and sample_token picks.
+  /// logits: [rows wanted, vocab].
+  void sample_rows(const Batch& b, MatrixView<float> logits, const TokenSampling& o, Logits& out) {
+    const int m = logits.rows, vocab = logits.cols;
+    auto chunk = [&](int i) { return static_cast<std::size_t>(b.logit_dest[static_cast<std::size_t>(i)]); };
+    if constexpr (requires { backend_.sample(MatrixView<const float>{}, SamplingParams{}, std::span<const double>{}); }) {
+      std::vector<double> u;
+      for (int i = 0; i < m;) {
+        const SamplingParams& p = o.params[chunk(i)];
+        int j = i + 1;
+        while (j < m && o.params[chunk(j)] == p) ++j;
+        u.clear();
+        for (int r = i; r < j; ++r) u.push_back(o.uniforms[chunk(r)]);
+        const MatrixView<const float> rows{logits.data + static_cast<std::size_t>(i) * vocab, j - i, vocab};
+        const std::vector<int> tokens = backend_.sample(rows, p, u);
+        for (int r = i; r < j; ++r) out.tokens[chunk(r)] = tokens[static_cast<std::size_t>(r - i)];
+        i = j;
+      }
+    } else {
+      HostBuffer<float> host(static_cast<std::size_t>(m) * static_cast<std::size_t>(vocab));
+      backend_.download(logits, host.data());
+      for (int i = 0; i < m; ++i)
+        out.tokens[chunk(i)] = sample_token({host.data() + static_cast<std::size_t>(i) * vocab, static_cast<std::size_t>(vocab)},
+                                            o.params[chunk(i)], o.uniforms[chunk(i)]);
+    }
   }
 
   /// Shapes, scratch generation, cache identity and every slot view of a run.
