@@ -1,65 +1,92 @@
 #!/usr/bin/env python3
-"""The TinyLlama-shape decode step as a fraction of its roofline, one bar per
-binary (e.g. a session's starting commit and now, run in the same device call)
-and configuration (batch x context x plan), with the issue's targets (0.70 at
-batch 1, 0.80 at batch >= 32). Roofline = (weights + KV read) / the copy
-bandwidth each JSON measured itself. Only the default variant (2) is drawn.
+"""The TinyLlama-shape decode step, one group of bars per configuration (batch x context x
+plan); only the default variant (2) is drawn.
 
     python3 bench/cuda/plot_steps.py out.png start=base.json now=bench_cuda.json
+        the step as a fraction of its roofline, one bar per binary (e.g. a session's starting
+        commit and now, run in the same device call), with the issue's targets (0.70 at batch 1,
+        0.80 at batch >= 32). Roofline = (weights + KV read) / the copy bandwidth each JSON
+        measured itself.
+    python3 bench/cuda/plot_steps.py --wall out.png bench_cuda.json
+        host wall time per step against device time: the forward returning [batch, vocab] fp32
+        logits (wall_ms), the one sampling on the device and returning token ids
+        (wall_sampled_ms), and the graph's device time (device_ms).
 """
 import json
 import sys
 
 
-def load(path):
-    """{(batch, context, plan): fraction of roofline}, and the copy bandwidth in GB/s."""
+def steps(path):
+    """{(batch, context, plan): benchmark entry} of the default variant, and the copy bandwidth in B/s."""
     with open(path) as f:
         benchmarks = json.load(f)["benchmarks"]
     copy = next(b["bytes_per_s"] for b in benchmarks if b["name"].startswith("BM_CopyBandwidth"))
-    fractions = {}
+    out = {}
     for b in benchmarks:
         if not b["name"].startswith("BM_TinyLlamaDecodeStep/"):
             continue
         a = dict(p.split(":") for p in b["name"].split("/")[1:] if ":" in p)
         if a.get("variant") != "2" or a.get("splits", "0") != "0":
             continue
-        roofline_ms = b["bytes_MB"] * 1e6 / copy * 1e3
-        key = (int(a["batch"]), int(a["context"]), "lckv-w2" if a["lckv"] == "1" else "standard")
-        fractions[key] = roofline_ms / b["device_ms"]
-    return fractions, copy / 1e9
+        out[(int(a["batch"]), int(a["context"]), "lckv-w2" if a["lckv"] == "1" else "standard")] = b
+    return out, copy
 
 
-def main(png, labelled):
+def draw(png, keys, series, ylabel, title, log=False, targets=False):
+    """Grouped bars: `series` is [(label, {key: value})], one bar per series in each key's group."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = []
-    for item in labelled:
-        label, path = item.split("=", 1)
-        runs.append((label, *load(path)))
-    keys = sorted(set().union(*(r[1].keys() for r in runs)))
     fig, ax = plt.subplots(figsize=(10, 4.2))
-    width = 0.8 / len(runs)
-    for i, (label, fractions, copy) in enumerate(runs):
-        xs = [k + i * width for k in range(len(keys))]
-        ax.bar(xs, [fractions.get(k, 0.0) for k in keys], width, label=f"{label} (copy {copy:.0f} GB/s)")
-    for k, key in enumerate(keys):
-        target = 0.70 if key[0] == 1 else 0.80 if key[0] >= 32 else None
-        if target:
-            ax.hlines(target, k - 0.1, k + 0.9 - 0.1, colors="red", linewidth=1)
+    width = 0.8 / len(series)
+    for i, (label, values) in enumerate(series):
+        ax.bar([k + i * width for k in range(len(keys))], [values.get(key, 0.0) for key in keys], width, label=label)
+    if targets:
+        for k, key in enumerate(keys):
+            target = 0.70 if key[0] == 1 else 0.80 if key[0] >= 32 else None
+            if target:
+                ax.hlines(target, k - 0.1, k + 0.9 - 0.1, colors="red", linewidth=1)
     ax.set_xticks([k + 0.4 - width / 2 for k in range(len(keys))])
     ax.set_xticklabels([f"b{b}\n{c // 1024}K\n{p}" for b, c, p in keys], fontsize=7)
-    ax.set_ylabel("roofline / device time")
-    ax.set_ylim(0, 1)
-    ax.set_title("TinyLlama-1.1B shape decode step (bf16, CUDA Graph replay); red: target")
+    ax.set_ylabel(ylabel)
+    if log:
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(0, 1)
+    ax.set_title(title)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     print(f"plot: {png}")
 
 
+def roofline_plot(png, labelled):
+    series, keys = [], set()
+    for item in labelled:
+        label, path = item.split("=", 1)
+        entries, copy = steps(path)
+        keys |= entries.keys()
+        fractions = {k: b["bytes_MB"] * 1e6 / copy * 1e3 / b["device_ms"] for k, b in entries.items()}
+        series.append((f"{label} (copy {copy / 1e9:.0f} GB/s)", fractions))
+    draw(png, sorted(keys), series, "roofline / device time",
+         "TinyLlama-1.1B shape decode step (bf16, CUDA Graph replay); red: target", targets=True)
+
+
+def wall_plot(png, path):
+    entries, _ = steps(path)
+    entries = {k: b for k, b in entries.items() if "wall_sampled_ms" in b}
+    series = [(label, {k: b[field] for k, b in entries.items()})
+              for label, field in (("device time", "device_ms"), ("wall, sampled on the device", "wall_sampled_ms"),
+                                   ("wall, logits to the host", "wall_ms"))]
+    draw(png, sorted(entries), series, "ms per decode step",
+         "TinyLlama-1.1B shape decode step (bf16): host wall time against device time", log=True)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 3:
+    if len(sys.argv) == 4 and sys.argv[1] == "--wall":
+        wall_plot(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) >= 3 and sys.argv[1] != "--wall":
+        roofline_plot(sys.argv[1], sys.argv[2:])
+    else:
         sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2:])
