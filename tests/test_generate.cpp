@@ -116,8 +116,8 @@ TEST_CASE("greedy generation continues the sequence the model predicts") {
 TEST_CASE("forward samples each chunk's last row when asked: the token sample_token picks from its logits") {
   const auto config = lt::small_config(plans::lckv(8, warmup::Sandwich{2}), 4);
   const auto weights = lt::weights_for(config, 5, 0.3f);
-  // Chunks of different lengths (prefill, then one decode token each), per-chunk parameters with
-  // two neighbours sharing theirs (one run of rows), greedy among them.
+  // Chunks of different lengths (prefill, then one decode token each), per-chunk parameters,
+  // greedy among them.
   const std::vector<SamplingParams> params{{0.8f, 20, 0.9f}, {0.8f, 20, 0.9f}, {}, {1.3f, 0, 0.7f}};
   const std::vector<double> u{0.13, 0.71, 0.5, 0.999};
   const std::vector<std::vector<int>> prompts{lt::random_tokens(5, 128, 1), lt::random_tokens(9, 128, 2),

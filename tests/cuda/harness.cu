@@ -319,6 +319,12 @@ std::vector<int> sample(const std::vector<float>& logits, int rows, int vocab, c
   cuda::Sampler sampler;
   return sampler.sample(cmat(d, rows, vocab), p, u, nullptr);
 }
+std::vector<int> sample(const std::vector<float>& logits, int rows, int vocab, const std::vector<SamplingParams>& each,
+                        const std::vector<double>& u) {
+  auto d = to_device(logits);
+  cuda::Sampler sampler;
+  return sampler.sample(cmat(d, rows, vocab), std::span<const SamplingParams>(each), u, nullptr);
+}
 
 std::string provoke_cuda_error() {
   try {

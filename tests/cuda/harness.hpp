@@ -122,7 +122,10 @@ bool planned_early_copies(int rows, bool prefill_rows);
 /// position and zero_kv of `zero_rows`.
 std::vector<float> store_then_zero(const AttentionCase& c, const std::vector<RowInfo>& zero_rows);
 
+/// cuda::Sampler on device copies of logits [rows, vocab]: every row with `p`, or row r with each[r].
 std::vector<int> sample(const std::vector<float>& logits, int rows, int vocab, const SamplingParams& p,
+                        const std::vector<double>& u);
+std::vector<int> sample(const std::vector<float>& logits, int rows, int vocab, const std::vector<SamplingParams>& each,
                         const std::vector<double>& u);
 
 /// Throws the CudaError of a bad cudaMemcpy and returns its message.

@@ -730,6 +730,20 @@ TEST_CASE("sampling: same token as sample_token for the same u" * doctest::skip(
       }
     }
   }
+  // One call with row r's own parameters params[r] (greedy rows among sampled ones, as a batch
+  // of mixed requests).
+  for (int trial = 0; trial < 5; ++trial) {
+    CAPTURE(trial);
+    std::vector<double> u;
+    for (int r = 0; r < rows; ++r) u.push_back(rng.uniform());
+    const auto got = cudatest::sample(logits, rows, vocab, params, u);
+    for (int r = 0; r < rows; ++r) {
+      CAPTURE(r);
+      const int want = sample_token(std::span<const float>(logits.data() + static_cast<std::size_t>(r) * vocab, vocab),
+                                    params[static_cast<std::size_t>(r)], u[static_cast<std::size_t>(r)]);
+      CHECK(got[static_cast<std::size_t>(r)] == want);
+    }
+  }
 }
 
 }  // TEST_SUITE
@@ -937,9 +951,9 @@ TEST_CASE("decode of token n equals the sequential forward at n; contiguous == p
 TEST_CASE("tokens sampled on the device inside the forward equal sample_token on the same logits" *
           doctest::skip(!gpu())) {
   // Two identical GPU models: one returns its logits (sampled here by sample_token), one samples
-  // on the device and sends back token ids only. Prefill of four chunks (12 rows: the skinny GEMM
-  // and cuBLAS), then decode steps (4 rows: the GEMV, graphs); per-chunk parameters, neighbours
-  // sharing theirs (one sampler call), greedy among them.
+  // on the device and sends back token ids only. Prefill of four chunks (sequential for this LCKV
+  // plan), then decode steps (4 rows: the GEMV, graphs); per-chunk parameters in one sampler call,
+  // greedy among them.
   Rng rng(fresh_seed());
   const ModelConfig config = configs::make(small_shape(), plans::lckv(6, warmup::Sandwich{2}));
   const HostWeights weights = HostWeights::random(config, fresh_seed());

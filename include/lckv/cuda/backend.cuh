@@ -236,6 +236,11 @@ public:
   std::vector<int> sample(MatrixView<const float> logits, const SamplingParams& params, std::span<const double> u) const {
     return ctx_->sampler.sample(logits, params, u, stream());
   }
+  /// The same with row r's own parameters params[r], in one launch sequence.
+  std::vector<int> sample(MatrixView<const float> logits, std::span<const SamplingParams> params,
+                          std::span<const double> u) const {
+    return ctx_->sampler.sample(logits, params, u, stream());
+  }
 
   /// Device milliseconds of the last run's compute (excludes staging and the logits download).
   float last_step_ms() const { return ctx_->step_end.since(ctx_->step_begin); }

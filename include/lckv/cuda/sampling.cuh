@@ -92,13 +92,22 @@ __device__ int first_where(int limit, Value&& value, Pred&& pred, double& total_
   return limit;
 }
 
+/// Row blockIdx.x with its own parameters params[row]; a greedy row takes the first of its sorted
+/// order (the highest logit, the lowest index among ties: the sort is stable), as argmax_rows.
 template <int Threads>
-__global__ void __launch_bounds__(Threads) sample_sorted(const float* sorted, const int* order, int vocab, int top_k,
-                                                           float top_p, float temperature, const double* u, int* out) {
+__global__ void __launch_bounds__(Threads) sample_sorted(const float* sorted, const int* order, int vocab,
+                                                           const SamplingParams* params, const double* u, int* out) {
   const float* keys = sorted + static_cast<std::int64_t>(blockIdx.x) * vocab;
   const int* idx = order + static_cast<std::int64_t>(blockIdx.x) * vocab;
+  const SamplingParams sp = params[blockIdx.x];
+  if (sp.temperature <= 0.0f || sp.top_k == 1) {  // SamplingParams::greedy (host code)
+    if (threadIdx.x == 0) out[blockIdx.x] = idx[0];
+    return;
+  }
+  const int top_k = sp.top_k;
+  const float top_p = sp.top_p;
   const int k = top_k > 0 ? min(top_k, vocab) : vocab;
-  const double top = keys[0], T = temperature;
+  const double top = keys[0], T = sp.temperature;
   auto prob = [&](int i) { return exp((static_cast<double>(keys[i]) - top) / T); };
   double total = 0.0;
   first_where<Threads>(k, prob, [](double) { return false; }, total);
@@ -123,16 +132,30 @@ __global__ void __launch_bounds__(Threads) sample_sorted(const float* sorted, co
 /// Samples one token per row of device logits [rows, vocab] with uniforms u[rows].
 class Sampler {
 public:
+  /// Every row with the same parameters.
   std::vector<int> sample(MatrixView<const float> logits, const SamplingParams& params, std::span<const double> u,
                           cudaStream_t s) {
-    params.validate();
+    const std::vector<SamplingParams> each(static_cast<std::size_t>(std::max(0, logits.rows)), params);
+    return sample(logits, std::span<const SamplingParams>(each), u, s);
+  }
+
+  /// Row r with params[r]: one launch sequence for a batch of mixed requests (greedy rows among
+  /// sampled ones take the first of their sorted order).
+  std::vector<int> sample(MatrixView<const float> logits, std::span<const SamplingParams> params,
+                          std::span<const double> u, cudaStream_t s) {
     const int rows = logits.rows, vocab = logits.cols;
-    if (static_cast<int>(u.size()) != rows)
-      throw InvalidArgument("cuda sampling: " + std::to_string(u.size()) + " uniforms for " + std::to_string(rows) + " rows");
+    if (static_cast<int>(u.size()) != rows || static_cast<int>(params.size()) != rows)
+      throw InvalidArgument("cuda sampling: " + std::to_string(u.size()) + " uniforms and " +
+                            std::to_string(params.size()) + " parameter sets for " + std::to_string(rows) + " rows");
+    bool greedy = true;
+    for (const SamplingParams& p : params) {
+      p.validate();
+      greedy = greedy && p.greedy();
+    }
     std::vector<int> tokens(static_cast<std::size_t>(rows));
     if (rows == 0) return tokens;
     grow(out_, static_cast<std::size_t>(rows));
-    if (params.greedy()) {
+    if (greedy) {
       kernels::argmax_rows<256><<<rows, 256, 0, s>>>(logits.data, vocab, out_.data());
       LCKV_CUDA_CHECK_LAUNCH("argmax_rows");
     } else {
@@ -142,10 +165,13 @@ public:
       grow(idx_out_, n);
       grow(offsets_, static_cast<std::size_t>(rows) + 1);
       grow(u_, static_cast<std::size_t>(rows));
+      grow(params_, static_cast<std::size_t>(rows));
       std::vector<int> off(static_cast<std::size_t>(rows) + 1);
       for (int r = 0; r <= rows; ++r) off[static_cast<std::size_t>(r)] = r * vocab;
       LCKV_CUDA_CHECK(cudaMemcpyAsync(offsets_.data(), off.data(), off.size() * sizeof(int), cudaMemcpyHostToDevice, s));
       LCKV_CUDA_CHECK(cudaMemcpyAsync(u_.data(), u.data(), u.size() * sizeof(double), cudaMemcpyHostToDevice, s));
+      LCKV_CUDA_CHECK(cudaMemcpyAsync(params_.data(), params.data(), params.size() * sizeof(SamplingParams),
+                                      cudaMemcpyHostToDevice, s));
       kernels::iota_rows<<<grid_for(static_cast<std::int64_t>(n)), 256, 0, s>>>(idx_in_.data(), vocab,
                                                                                  static_cast<std::int64_t>(n));
       LCKV_CUDA_CHECK_LAUNCH("iota_rows");
@@ -157,8 +183,8 @@ public:
       LCKV_CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairsDescending(
           temp_.data(), temp_bytes, logits.data, keys_.data(), idx_in_.data(), idx_out_.data(), static_cast<int>(n), rows,
           offsets_.data(), offsets_.data() + 1, 0, 32, s));
-      kernels::sample_sorted<256><<<rows, 256, 0, s>>>(keys_.data(), idx_out_.data(), vocab, params.top_k, params.top_p,
-                                                        params.temperature, u_.data(), out_.data());
+      kernels::sample_sorted<256><<<rows, 256, 0, s>>>(keys_.data(), idx_out_.data(), vocab, params_.data(), u_.data(),
+                                                        out_.data());
       LCKV_CUDA_CHECK_LAUNCH("sample_sorted");
     }
     LCKV_CUDA_CHECK(cudaMemcpyAsync(tokens.data(), out_.data(), tokens.size() * sizeof(int), cudaMemcpyDeviceToHost, s));
@@ -174,6 +200,7 @@ private:
   DeviceBuffer<float> keys_;
   DeviceBuffer<int> idx_in_, idx_out_, offsets_, out_;
   DeviceBuffer<double> u_;
+  DeviceBuffer<SamplingParams> params_;
   DeviceBuffer<unsigned char> temp_;
 };
 

@@ -28,7 +28,6 @@ struct SamplingParams {
       throw InvalidArgument("sampling: top_p = " + std::to_string(top_p) + ", expected in (0, 1]");
   }
   bool greedy() const { return temperature <= 0.0f || top_k == 1; }
-  bool operator==(const SamplingParams&) const = default;
 };
 
 /// The highest logit's index (the lowest index among ties).

@@ -279,25 +279,23 @@ private:
   }
 
   /// TokenSampling: the token of each wanted row (a chunk's last; its logit_dest is the
-  /// chunk's index). A backend that samples on the device gets runs of rows that share parameters
-  /// in one call and sends back token ids only; otherwise the rows come back and sample_token picks.
-  /// logits: [rows wanted, vocab].
+  /// chunk's index). A backend that samples on the device takes every row, each with its own
+  /// parameters, in one call and sends back token ids only; otherwise the rows come back and
+  /// sample_token picks. logits: [rows wanted, vocab].
   void sample_rows(const Batch& b, MatrixView<float> logits, const TokenSampling& o, Logits& out) {
     const int m = logits.rows, vocab = logits.cols;
     auto chunk = [&](int i) { return static_cast<std::size_t>(b.logit_dest[static_cast<std::size_t>(i)]); };
-    if constexpr (requires { backend_.sample(MatrixView<const float>{}, SamplingParams{}, std::span<const double>{}); }) {
+    if constexpr (requires {
+                    backend_.sample(MatrixView<const float>{}, std::span<const SamplingParams>{}, std::span<const double>{});
+                  }) {
+      std::vector<SamplingParams> params;
       std::vector<double> u;
-      for (int i = 0; i < m;) {
-        const SamplingParams& p = o.params[chunk(i)];
-        int j = i + 1;
-        while (j < m && o.params[chunk(j)] == p) ++j;
-        u.clear();
-        for (int r = i; r < j; ++r) u.push_back(o.uniforms[chunk(r)]);
-        const MatrixView<const float> rows{logits.data + static_cast<std::size_t>(i) * vocab, j - i, vocab};
-        const std::vector<int> tokens = backend_.sample(rows, p, u);
-        for (int r = i; r < j; ++r) out.tokens[chunk(r)] = tokens[static_cast<std::size_t>(r - i)];
-        i = j;
+      for (int i = 0; i < m; ++i) {
+        params.push_back(o.params[chunk(i)]);
+        u.push_back(o.uniforms[chunk(i)]);
       }
+      const std::vector<int> tokens = backend_.sample(MatrixView<const float>{logits.data, m, vocab}, params, u);
+      for (int i = 0; i < m; ++i) out.tokens[chunk(i)] = tokens[static_cast<std::size_t>(i)];
     } else {
       HostBuffer<float> host(static_cast<std::size_t>(m) * static_cast<std::size_t>(vocab));
       backend_.download(logits, host.data());
