@@ -715,35 +715,32 @@ TEST_CASE("sampling: same token as sample_token for the same u" * doctest::skip(
   for (int i = 0; i < 50; ++i) logits[static_cast<std::size_t>(rng.below(logits.size()))] = 7.0f;  // ties
   const std::vector<SamplingParams> params{{0.0f, 0, 1.0f}, {1.0f, 0, 1.0f}, {0.7f, 40, 1.0f},
                                            {1.3f, 0, 0.9f}, {0.8f, 100, 0.5f}, {2.0f, 1, 1.0f}};
+  // Five calls of `sample(u)` with fresh uniforms; row r against sample_token with row_params(r).
+  auto check = [&](auto&& sample, auto&& row_params) {
+    for (int trial = 0; trial < 5; ++trial) {
+      CAPTURE(trial);
+      std::vector<double> u;
+      for (int r = 0; r < rows; ++r) u.push_back(rng.uniform());
+      const auto got = sample(u);
+      for (int r = 0; r < rows; ++r) {
+        CAPTURE(r);
+        const int want = sample_token(std::span<const float>(logits.data() + static_cast<std::size_t>(r) * vocab, vocab),
+                                      row_params(r), u[static_cast<std::size_t>(r)]);
+        CHECK(got[static_cast<std::size_t>(r)] == want);
+      }
+    }
+  };
   for (const auto& p : params) {
     CAPTURE(p.temperature);
     CAPTURE(p.top_k);
     CAPTURE(p.top_p);
-    for (int trial = 0; trial < 5; ++trial) {
-      std::vector<double> u;
-      for (int r = 0; r < rows; ++r) u.push_back(rng.uniform());
-      const auto got = cudatest::sample(logits, rows, vocab, p, u);
-      for (int r = 0; r < rows; ++r) {
-        const int want = sample_token(std::span<const float>(logits.data() + static_cast<std::size_t>(r) * vocab, vocab), p,
-                                      u[static_cast<std::size_t>(r)]);
-        CHECK(got[static_cast<std::size_t>(r)] == want);
-      }
-    }
+    check([&](const std::vector<double>& u) { return cudatest::sample(logits, rows, vocab, p, u); },
+          [&](int) { return p; });
   }
   // One call with row r's own parameters params[r] (greedy rows among sampled ones, as a batch
   // of mixed requests).
-  for (int trial = 0; trial < 5; ++trial) {
-    CAPTURE(trial);
-    std::vector<double> u;
-    for (int r = 0; r < rows; ++r) u.push_back(rng.uniform());
-    const auto got = cudatest::sample(logits, rows, vocab, params, u);
-    for (int r = 0; r < rows; ++r) {
-      CAPTURE(r);
-      const int want = sample_token(std::span<const float>(logits.data() + static_cast<std::size_t>(r) * vocab, vocab),
-                                    params[static_cast<std::size_t>(r)], u[static_cast<std::size_t>(r)]);
-      CHECK(got[static_cast<std::size_t>(r)] == want);
-    }
-  }
+  check([&](const std::vector<double>& u) { return cudatest::sample(logits, rows, vocab, params, u); },
+        [&](int r) { return params[static_cast<std::size_t>(r)]; });
 }
 
 }  // TEST_SUITE
