@@ -615,10 +615,16 @@ TEST_CASE("attention vs CPU: masks x layouts x dtypes x tilings" * doctest::skip
   // The last two: StreamingLLM, q and K unrotated, rotated on read by cache position.
   const std::vector<MaskSpec> masks{{false, 0, 0}, {true, 0, 0},     {false, 7, 0},          {true, 7, 0},
                                     {false, 9, 3}, {true, 9, 3},     {false, 9, 3, 10000.0f}, {true, 9, 3, 10000.0f}};
+  long combination = 0;
   for (Layout layout : {Layout::Contiguous, Layout::Paged})
     for (DType t : {DType::F32, DType::BF16, DType::F16})
       for (const MaskSpec& mask : masks)
-        for (int mode = 0; mode < 3; ++mode) {  // 0: decode rows, 1: prefill tiles, 2: decode with forced splits
+        // 0: decode rows; 1: prefill tiles (G 4); 2: decode with forced splits; 3: prefill tiles in
+        // TinyLlama's layout (G 8, d 64) with forced splits; 4: prefill tiles without GQA (G 1, d 128
+        // contiguous). 16-bit KV takes the tensor-core prefill kernel in 1, 3 and 4.
+        for (int mode = 0; mode < 5; ++mode) {
+          if (!sampled(combination++)) continue;
+          const bool prefill = mode == 1 || mode == 3 || mode == 4;
           if (layout == Layout::Paged && t == DType::F16) continue;
           const std::string layout_name = cudatest::name(layout);
           CAPTURE(layout_name);
@@ -631,21 +637,21 @@ TEST_CASE("attention vs CPU: masks x layouts x dtypes x tilings" * doctest::skip
           cudatest::AttentionCase c;
           c.layout = layout;
           c.kv = t;
-          c.heads = mode == 1 ? 8 : 16;
+          c.heads = mode == 1 ? 8 : (mode == 4 ? 2 : 16);
           c.kv_heads = 2;
-          c.head_dim = (mode == 2 && layout == Layout::Contiguous) ? 128 : 64;
+          c.head_dim = ((mode == 2 || mode == 4) && layout == Layout::Contiguous) ? 128 : 64;
           c.max_len = 200;
           c.page_size = 16;
           c.length = {200, 1 + static_cast<int>(rng.below(150)), 70};
-          c.prefill_tiles = mode == 1;
-          c.splits = mode == 2 ? 5 : 0;
+          c.prefill_tiles = prefill;
+          c.splits = mode == 2 ? 5 : (mode == 3 ? 3 : 0);
           c.mask = mask;
           const std::size_t w = static_cast<std::size_t>(c.kv_heads) * c.head_dim;
           for (int len : c.length) {
             c.k.push_back(randn(static_cast<std::size_t>(len) * w, rng));
             c.v.push_back(randn(static_cast<std::size_t>(len) * w, rng));
           }
-          if (mode == 1) {  // prefill: runs of one sequence, including its first positions
+          if (prefill) {  // runs of one sequence, including its first positions; tiles that mix sequences
             for (int p = 0; p < c.length[1]; ++p) c.rows.push_back({1, p});
             for (int p = 100; p < 200; ++p) c.rows.push_back({0, p});
             c.rows.push_back({2, 0});

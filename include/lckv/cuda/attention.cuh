@@ -18,6 +18,9 @@
 /// - decode rows (one per block) go to decode_kernel_mma (16-bit KV, head_dim
 ///   64 / 128, GQA group <= 16: mma.sync in the FlashAttention-2 register layout,
 ///   per-warp cp.async pipelines) or decode_kernel (fp32 KV, CUDA cores);
+/// - prefill tiles of 16-bit KV, head_dim 64 / 128 and a group dividing 16 go to
+///   prefill_kernel_mma (the same register layout, 64-key tiles shared by 4 warps);
+///   the rest to attention_kernel (fp32 CUDA cores);
 /// - every kernel is launched with programmatic dependent launch (launch.cuh).
 ///
 /// Measured (H200, docs/benchmarks-cuda.md): v3 (WMMA decode, one register-staged
@@ -535,6 +538,101 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(Params<Slot> p) {
   if (aq < G) write_decode_output<D>(p, row, kvh * G + aq, split, ad4, acc, m_s[aq], l_s[aq]);
 }
 
+/// One warp's steps over a key tile on tensor cores, shared by decode_kernel_mma and
+/// prefill_kernel_mma (FlashAttention-2 register layout: 16 query rows as the A operand of
+/// m16n8k16 MMAs; lane l holds rows l / 4 and l / 4 + 8, columns 2 (l % 4) and 2 (l % 4) + 1 of
+/// every 8-wide tile). K and V tiles are [keys][D] in shared memory, 16-byte chunks XOR-swizzled
+/// by key % 8 so that ldmatrix is conflict-free.
+namespace tile {
+
+/// Byte offset of 16-byte chunk `ch` of key row `key` in a swizzled [keys][D] tile.
+template <int D>
+__device__ __forceinline__ std::uint32_t at(int key, int ch) {
+  return static_cast<std::uint32_t>(key * D * 2 + ((ch ^ (key % 8)) * 16));
+}
+
+/// s[16, 8 NT] = Q K^T of the tile at shared address kb; qa: Q's A fragments, dims [16k, 16k + 16) in qa[k].
+/// ldmatrix x4 (lanes 8i.. give matrix i): keys 8 (i / 2), dims 8 (i % 2).
+template <class T, int D, int NT>
+__device__ __forceinline__ void scores(float (&s)[NT][4], const std::uint32_t (&qa)[D / 16][4], std::uint32_t kb,
+                                       int lane) {
+#pragma unroll
+  for (int j = 0; j < NT; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+  for (int k = 0; k < D / 16; ++k)
+#pragma unroll
+    for (int j = 0; j < NT; j += 2) {
+      std::uint32_t b[4];
+      ptx::ldmatrix_x4(b, kb + at<D>(8 * j + 8 * (lane / 16) + lane % 8, 2 * k + (lane / 8) % 2));
+      ptx::mma_16816<T>(s[j], qa[k], b[0], b[1]);
+      ptx::mma_16816<T>(s[j + 1], qa[k], b[2], b[3]);
+    }
+}
+
+/// The online softmax's step over one tile of scores (base 2, masked keys at -inf): updates the
+/// running max m and sum l of rows g, g + 8 (l: this lane's columns only), rescales o, and turns s
+/// into the probabilities relative to the new max.
+template <int NT, int DT>
+__device__ __forceinline__ void softmax_step(float (&s)[NT][4], float (&m)[2], float (&l)[2], float (&o)[DT][4]) {
+  float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int j = 0; j < NT; ++j)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      mx[0] = fmaxf(mx[0], s[j][e]);
+      mx[1] = fmaxf(mx[1], s[j][2 + e]);
+    }
+  float corr[2], base[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+    const float mn = fmaxf(m[h], mx[h]);
+    base[h] = mn == -INFINITY ? 0.0f : mn;  // all masked so far: every p is exp2(-inf) = 0
+    corr[h] = exp2f(m[h] - base[h]);
+    m[h] = mn;
+  }
+  float rs[2] = {0.0f, 0.0f};
+#pragma unroll
+  for (int j = 0; j < NT; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      s[j][e] = exp2f(s[j][e] - base[e / 2]);
+      rs[e / 2] += s[j][e];
+    }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) l[h] = l[h] * corr[h] + rs[h];
+#pragma unroll
+  for (int j = 0; j < DT; ++j) {
+    o[j][0] *= corr[0];
+    o[j][1] *= corr[0];
+    o[j][2] *= corr[1];
+    o[j][3] *= corr[1];
+  }
+}
+
+/// o[16, D] += P V of the tile at shared address vb: score tiles 2k, 2k + 1 are P's A fragment
+/// for keys [16k, 16k + 16), rounded to T. ldmatrix x4 trans (lanes 8i.. give matrix i): keys
+/// 8 (i % 2), dims 8 (i / 2).
+template <class T, int D, int NT>
+__device__ __forceinline__ void accumulate(float (&o)[D / 8][4], const float (&s)[NT][4], std::uint32_t vb, int lane) {
+#pragma unroll
+  for (int k = 0; k < NT / 2; ++k) {
+    const std::uint32_t pa[4] = {ptx::pack2<T>(s[2 * k][0], s[2 * k][1]), ptx::pack2<T>(s[2 * k][2], s[2 * k][3]),
+                                 ptx::pack2<T>(s[2 * k + 1][0], s[2 * k + 1][1]),
+                                 ptx::pack2<T>(s[2 * k + 1][2], s[2 * k + 1][3])};
+#pragma unroll
+    for (int j = 0; j < D / 8; j += 2) {
+      std::uint32_t b[4];
+      ptx::ldmatrix_x4_trans(b, vb + at<D>(16 * k + 8 * ((lane / 8) % 2) + lane % 8, j + lane / 16));
+      ptx::mma_16816<T>(o[j], pa, b[0], b[1]);
+      ptx::mma_16816<T>(o[j + 1], pa, b[2], b[3]);
+    }
+  }
+}
+
+}  // namespace tile
+
 /// Decode on tensor cores for 16-bit KV (bf16, fp16), head_dim 64 or 128, GQA
 /// group <= 16 (FlashAttention-2 register layout, one block per (split, kv head, row)):
 /// - the group's query heads, padded to 16, are the A operand of m16n8k16 MMAs,
@@ -610,9 +708,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
   auto whole = [&](int li0) { return li0 + KT <= range.stop && (li0 >= range.S || li0 + KT <= range.S); };
 
   const std::uint32_t wbase = ptx::smem_address(dsmem) + warp * Stages * 2 * TileBytes;
-  // Byte offset of 16-byte chunk `ch` of key row `key` in a tile: chunks XOR-swizzled
-  // by key % 8, so 8 consecutive rows at one chunk hit 8 distinct bank groups.
-  auto at = [](int key, int ch) { return static_cast<std::uint32_t>(key * D * 2 + ((ch ^ (key % 8)) * 16)); };
+  auto at = [](int key, int ch) { return tile::at<D>(key, ch); };
 
   // Copies this warp's it-th tile into stage it % Stages; always commits a group
   // (empty past the warp's tiles) so the wait counts stay uniform.
@@ -703,21 +799,10 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
     const std::uint32_t kb = wbase + (it % Stages) * 2 * TileBytes, vb = kb + TileBytes;
     const int li0 = first_key(it);
 
-    // S[16, KT] = Q K^T. ldmatrix x4 (lanes 8i.. give matrix i): keys 8 * (i / 2), dims 8 * (i % 2).
     float s[NT][4];
-#pragma unroll
-    for (int j = 0; j < NT; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-#pragma unroll
-    for (int k = 0; k < D / 16; ++k)
-#pragma unroll
-      for (int j = 0; j < NT; j += 2) {
-        std::uint32_t b[4];
-        ptx::ldmatrix_x4(b, kb + at(8 * j + 8 * (lane / 16) + lane % 8, 2 * k + (lane / 8) % 2));
-        ptx::mma_16816<T>(s[j], qa[k], b[0], b[1]);
-        ptx::mma_16816<T>(s[j + 1], qa[k], b[2], b[3]);
-      }
+    tile::scores<T, D, NT>(s, qa, kb, lane);
 
-    // Keys outside the span (or past the split) -> -inf (edge tiles only); online softmax per row.
+    // Keys outside the span (or past the split) -> -inf (edge tiles only).
     if (!whole(li0)) {
 #pragma unroll
       for (int j = 0; j < NT; ++j)
@@ -727,57 +812,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
           if (pos < 0 || !span.contains(pos)) s[j][e] = s[j][2 + e] = -INFINITY;
         }
     }
-    float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int j = 0; j < NT; ++j)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        mx[0] = fmaxf(mx[0], s[j][e]);
-        mx[1] = fmaxf(mx[1], s[j][2 + e]);
-      }
-    float corr[2], base[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-      const float mn = fmaxf(m[h], mx[h]);
-      base[h] = mn == -INFINITY ? 0.0f : mn;  // all masked so far: every p is exp2(-inf) = 0
-      corr[h] = exp2f(m[h] - base[h]);
-      m[h] = mn;
-    }
-    float rs[2] = {0.0f, 0.0f};
-#pragma unroll
-    for (int j = 0; j < NT; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        s[j][e] = exp2f(s[j][e] - base[e / 2]);
-        rs[e / 2] += s[j][e];
-      }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) l[h] = l[h] * corr[h] + rs[h];
-#pragma unroll
-    for (int j = 0; j < DT; ++j) {
-      o[j][0] *= corr[0];
-      o[j][1] *= corr[0];
-      o[j][2] *= corr[1];
-      o[j][3] *= corr[1];
-    }
-
-    // O[16, D] += P V: S tiles 2k, 2k + 1 are P's A fragment for keys [16k, 16k + 16).
-    // ldmatrix x4 trans (lanes 8i.. give matrix i): keys 8 * (i % 2), dims 8 * (i / 2).
-#pragma unroll
-    for (int k = 0; k < KT / 16; ++k) {
-      const std::uint32_t pa[4] = {ptx::pack2<T>(s[2 * k][0], s[2 * k][1]), ptx::pack2<T>(s[2 * k][2], s[2 * k][3]),
-                                   ptx::pack2<T>(s[2 * k + 1][0], s[2 * k + 1][1]),
-                                   ptx::pack2<T>(s[2 * k + 1][2], s[2 * k + 1][3])};
-#pragma unroll
-      for (int j = 0; j < DT; j += 2) {
-        std::uint32_t b[4];
-        ptx::ldmatrix_x4_trans(b, vb + at(16 * k + 8 * ((lane / 8) % 2) + lane % 8, j + lane / 16));
-        ptx::mma_16816<T>(o[j], pa, b[0], b[1]);
-        ptx::mma_16816<T>(o[j + 1], pa, b[2], b[3]);
-      }
-    }
+    tile::softmax_step(s, m, l, o);
+    tile::accumulate<T, D, NT>(o, s, vb, lane);
   }
   ptx::cp_async_wait<0>();
 #pragma unroll
@@ -868,6 +904,188 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
     store(head0 * D + e, L > 0.0f ? O / L : 0.0f);
   }
   cluster.sync();  // no block leaves while another still reads its shared memory
+}
+
+/// Prefill on tensor cores for 16-bit KV, head_dim 64 or 128, GQA group G dividing 16:
+/// - a block takes rows_per_tile = 64 / G query rows (positions) x the G heads of one KV head;
+///   each of its 4 warps holds 16 (position, head) pairs, 16 / G positions, as the A operand of
+///   m16n8k16 MMAs in registers for the whole kernel (pre-scaled by scale * log2 e);
+/// - 64-key K / V tiles stream through shared memory (cp.async, kPrefillStages deep) and serve
+///   all four warps; S, P and O stay in registers (the tile:: steps of decode_kernel_mma);
+/// - keys are the union of the rows' spans; tiles not wholly inside every row's span are
+///   masked per (row, key); a tile mixing sequences runs one row at a time, as attention_kernel;
+/// - split keys write partials (natural-log max) for combine_kernel.
+inline constexpr int kPrefillWarps = 4;
+inline constexpr int kPrefillKeys = 64;
+inline constexpr int kPrefillStages = 3;
+static_assert(kPrefillWarps * 16 == kMaxQueries && kPrefillKeys == kKeyTile);
+template <int D>
+inline constexpr std::size_t kPrefillSmemBytes = static_cast<std::size_t>(kPrefillStages) * 2 * kPrefillKeys * D * 2;
+
+/// Whether every position of [a, b) is a key of `span`.
+__device__ inline bool covers(const KeySpans& span, int a, int b) {
+  return b <= span.sink_end || (a >= span.begin && b <= span.end);
+}
+
+template <class Slot, int D>
+__global__ void __launch_bounds__(kPrefillWarps * 32) prefill_kernel_mma(Params<Slot> p) {
+  using T = std::remove_cv_t<std::remove_pointer_t<decltype(p.slot.key(0, 0, 0))>>;
+  static_assert(sizeof(T) == 2 && (D == 64 || D == 128));
+  constexpr int W = kPrefillWarps, KT = kPrefillKeys, Stages = kPrefillStages;
+  constexpr int NT = KT / 8, DT = D / 8, Chunks = D / 8, TileBytes = KT * D * 2;
+  extern __shared__ float4 psmem[];  // [stage][K, V][KT][D], rows swizzled
+  __shared__ int r_seq[kMaxQueries];
+  __shared__ KeySpans r_span[kMaxQueries];
+
+  pdl::allow_next();
+  pdl::wait();  // q and the newest keys come from the kernels just before
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int split = blockIdx.x, kvh = blockIdx.y;
+  const int G = p.group, per_warp = 16 / G, QT = p.rows_per_tile;
+  const int row0 = blockIdx.z * QT, nrows = min(QT, p.n - row0);
+  for (int r = tid; r < QT; r += W * 32) {
+    const RowInfo ri = r < nrows ? p.rows[row0 + r] : RowInfo{-1, 0};
+    r_seq[r] = ri.seq;
+    r_span[r] = r < nrows ? mask_keys(p.mask, ri.pos) : KeySpans{0, 0, 0};
+  }
+  __syncthreads();
+  bool uniform = true;
+  for (int r = 1; r < nrows; ++r) uniform = uniform && r_seq[r] == r_seq[0];
+
+  // This lane's A rows g and g + 8: (position, head) = (qr / G, qr % G) of the warp's 16.
+  const int g = lane / 4, c = (lane % 4) * 2;
+  int lr[2];    // the row's index in the block's tile
+  bool lv[2];   // the row exists
+  KeySpans sp[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    lr[h] = warp * per_warp + (g + 8 * h) / G;
+    lv[h] = lr[h] < nrows;
+    sp[h] = lv[h] ? r_span[lr[h]] : KeySpans{0, 0, 0};
+  }
+  std::uint32_t qa[D / 16][4];
+  {
+    const float qs = p.scale * 1.4426950408889634f;  // log2(e): softmax in base 2
+#pragma unroll
+    for (int k = 0; k < D / 16; ++k)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int h = r % 2, qr = g + 8 * h, d = 16 * k + 8 * (r / 2) + c;
+        const float* q = p.q + (static_cast<std::int64_t>(row0 + lr[h]) * p.heads + kvh * G + qr % G) * D + d;
+        const float2 v = lv[h] ? *reinterpret_cast<const float2*>(q) : make_float2(0.f, 0.f);
+        qa[k][r] = ptx::pack2<T>(v.x * qs, v.y * qs);
+      }
+  }
+
+  float o[DT][4];
+#pragma unroll
+  for (int j = 0; j < DT; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  const std::uint32_t base = ptx::smem_address(psmem);
+
+  const int passes = uniform ? 1 : nrows;
+  for (int pass = 0; pass < passes; ++pass) {
+    const int ra = uniform ? 0 : pass, rb = uniform ? nrows : pass + 1;
+    // Union of the active rows' key spans: [0, S) and [B, E) (as attention_kernel).
+    int S = 0, B = INT_MAX, E = 0;
+    for (int r = ra; r < rb; ++r) {
+      const KeySpans k = r_span[r];
+      if (k.count() == 0) continue;
+      S = max(S, k.sink_end);
+      if (k.end > k.begin) {
+        B = min(B, k.begin);
+        E = max(E, k.end);
+      }
+    }
+    if (B == INT_MAX) B = E = S;
+    if (S >= B) {  // the sink touches the window: one range [0, max(E, S))
+      E = max(E, S);
+      S = 0;
+      B = 0;
+    }
+    const int count = S + (E - B);
+    const int chunk = ((count + p.splits - 1) / p.splits + KT - 1) / KT * KT;
+    const int start = split * chunk, stop = min(count, start + chunk);
+    const SplitRange range{S, B, count, start, stop};
+    const int tiles = start < stop ? (stop - start + KT - 1) / KT : 0;
+    const int seq = r_seq[ra];
+    bool active[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) active[h] = lv[h] && lr[h] >= ra && lr[h] < rb;
+
+    auto issue = [&](int it) {  // tile it into stage it % Stages; always commits a group
+      if (it < tiles) {
+        const std::uint32_t kb = base + (it % Stages) * 2 * TileBytes, vb = kb + TileBytes;
+        for (int i = tid; i < KT * Chunks; i += W * 32) {
+          const int key = i / Chunks, ch = i % Chunks, pos = range.position(start + it * KT + key);
+          const bool ok = pos >= 0;
+          const void* kp = ok ? static_cast<const void*>(p.slot.key(seq, pos, kvh) + 8 * ch) : p.q;
+          const void* vp = ok ? static_cast<const void*>(p.slot.value(seq, pos, kvh) + 8 * ch) : p.q;
+          ptx::cp_async_16(kb + tile::at<D>(key, ch), kp, ok);
+          ptx::cp_async_16(vb + tile::at<D>(key, ch), vp, ok);
+        }
+      }
+      ptx::cp_async_commit();
+    };
+    for (int it = 0; it < Stages - 1; ++it) issue(it);
+    for (int it = 0; it < tiles; ++it) {
+      ptx::cp_async_wait<Stages - 2>();  // this thread's copies of tile it are done ...
+      __syncthreads();                   // ... and everyone's; every warp is past tile it - 1
+      issue(it + Stages - 1);
+      const std::uint32_t kb = base + (it % Stages) * 2 * TileBytes, vb = kb + TileBytes;
+      const int li0 = start + it * KT;
+
+      float s[NT][4];
+      tile::scores<T, D, NT>(s, qa, kb, lane);
+      // Consecutive positions (no sink / window seam) inside every active row's span: no mask.
+      bool whole = uniform && li0 + KT <= stop && (li0 >= S || li0 + KT <= S);
+      if (whole) {
+        const int p0 = range.position(li0);
+        whole = (!active[0] || covers(sp[0], p0, p0 + KT)) && (!active[1] || covers(sp[1], p0, p0 + KT));
+      }
+      if (!__all_sync(0xffffffffu, whole)) {
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int pos = range.position(li0 + 8 * j + c + e);
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+              if (!active[h] || pos < 0 || !sp[h].contains(pos)) s[j][2 * h + e] = -INFINITY;
+          }
+      }
+      tile::softmax_step(s, m, l, o);
+      tile::accumulate<T, D, NT>(o, s, vb, lane);
+    }
+    ptx::cp_async_wait<0>();
+    __syncthreads();  // the next pass refills the stages
+  }
+
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    if (!lv[h]) continue;
+    const std::int64_t out_head = static_cast<std::int64_t>(row0 + lr[h]) * p.heads + kvh * G + (g + 8 * h) % G;
+    if (p.splits == 1) {
+      const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
+#pragma unroll
+      for (int j = 0; j < DT; ++j)
+        *reinterpret_cast<float2*>(p.out + out_head * D + 8 * j + c) = make_float2(o[j][2 * h] * inv, o[j][2 * h + 1] * inv);
+    } else {
+      const std::int64_t part = out_head * p.splits + split;
+#pragma unroll
+      for (int j = 0; j < DT; ++j)
+        *reinterpret_cast<float2*>(p.part_o + part * D + 8 * j + c) = make_float2(o[j][2 * h], o[j][2 * h + 1]);
+      if (lane % 4 == 0) {
+        p.part_ml[part * 2] = m[h] * 0.6931471805599453f;  // base 2 -> natural, as combine_kernel reads it
+        p.part_ml[part * 2 + 1] = l[h];
+      }
+    }
+  }
 }
 
 /// StreamingLLM (MaskSpec::rope_theta_on_read > 0): q and the cached keys are
@@ -984,6 +1202,15 @@ struct AttentionLaunch {
   bool older_keys_settled = false;
 };
 
+/// Whether prefill tiles over `slot` with `heads` query heads run on tensor cores
+/// (prefill_kernel_mma): 16-bit KV, head_dim 64 or 128, a GQA group dividing 16.
+template <class Slot>
+bool prefill_on_tensor_cores(const Slot& slot, int heads) {
+  using T = std::remove_cv_t<std::remove_pointer_t<decltype(slot.key(0, 0, 0))>>;
+  const int group = slot.kv_heads > 0 ? heads / slot.kv_heads : 0;
+  return sizeof(T) == 2 && group > 0 && 16 % group == 0 && (slot.head_dim == 64 || slot.head_dim == 128);
+}
+
 /// Picks the tiling. Prefill (rows come in runs of one sequence): whole query
 /// tiles, and key splits up to a few blocks per SM. Decode (one row per block):
 /// the fewest splits whose blocks fill the SMs' decode_kernel_mma slots evenly
@@ -1063,6 +1290,16 @@ void launch_decode_mma(const attn::Params<Slot>& p, dim3 grid, cudaStream_t s) {
                    attn::kDecodeWarps * 32, decode_mma_smem<Slot, D, Stages>(), s, p);
 }
 
+/// prefill_kernel_mma over p's query tiles (rows_per_tile rows each), then combine_kernel for split keys.
+template <class Slot, int D>
+void launch_prefill_mma(const attn::Params<Slot>& p, int kv_heads, cudaStream_t s) {
+  constexpr std::size_t smem = attn::kPrefillSmemBytes<D>;
+  prepare_kernel(attn::prefill_kernel_mma<Slot, D>, static_cast<int>(smem));
+  const dim3 grid(p.splits, kv_heads, (p.n + p.rows_per_tile - 1) / p.rows_per_tile);
+  launch("prefill_kernel_mma", attn::prefill_kernel_mma<Slot, D>, grid, attn::kPrefillWarps * 32, smem, s, p);
+  if (p.splits > 1) launch_combine<D>(p, s);
+}
+
 /// Whether a decode grid takes the deeper pipeline: its shared memory leaves one block per SM,
 /// which pays off only when the grid covers at most half the SMs (batch 1-2: a warp's own
 /// copies in flight set the time; at batch 8 / 1K it ran 50% slower, docs/benchmarks-cuda.md)
@@ -1119,6 +1356,12 @@ bool launch_attention_d(attn::Params<Slot> p, int kv_heads, cudaStream_t s) {
         if (p.splits > 1) launch_combine<D>(p, s);
         return false;
       }
+    }
+  }
+  if constexpr (sizeof(T) == 2) {
+    if (p.rows_per_tile > 1 && p.rows_per_tile * p.group == attn::kMaxQueries && prefill_on_tensor_cores(p.slot, p.heads)) {
+      launch_prefill_mma<Slot, D>(p, kv_heads, s);
+      return false;
     }
   }
   if (p.rows_per_tile * p.group <= attn::kDecodeQueries) launch_attention_q<Slot, D, attn::kDecodeQueries>(p, kv_heads, s);
