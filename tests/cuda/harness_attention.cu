@@ -49,8 +49,8 @@ auto with_case_cache(const AttentionCase& c, F&& f) {
 
 }  // namespace
 
-int planned_splits(int rows, int heads, int kv_heads, bool prefill_rows, int num_sms, int max_keys) {
-  return cuda::plan_attention(rows, heads, kv_heads, prefill_rows, num_sms, max_keys).splits;
+int planned_splits(int rows, int heads, int kv_heads, bool prefill_rows, int num_sms, int max_keys, bool prefill_mma) {
+  return cuda::plan_attention(rows, heads, kv_heads, prefill_rows, num_sms, max_keys, prefill_mma).splits;
 }
 
 bool planned_early_copies(int rows, bool prefill_rows) {
@@ -65,7 +65,8 @@ std::vector<float> attention(const AttentionCase& c) {
     auto dr = to_device(c.rows);
     auto out = poisoned(c.q.size());
     DeviceBuffer<T> out16(c.out16 ? c.q.size() : 0);
-    cuda::AttentionLaunch l = cuda::plan_attention(n, c.heads, c.kv_heads, c.prefill_tiles, cuda::device_sms());
+    cuda::AttentionLaunch l = cuda::plan_attention(n, c.heads, c.kv_heads, c.prefill_tiles, cuda::device_sms(), 1 << 30,
+                                                   cuda::prefill_on_tensor_cores(cache.slot(0), c.heads));
     if (c.splits > 0) l.splits = c.splits;
     DeviceBuffer<float> ws(cuda::attention_workspace_floats(n, c.heads, c.head_dim, l));
     ws.fill_bytes(0xFF);

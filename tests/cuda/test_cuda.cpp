@@ -586,7 +586,7 @@ std::vector<float> cpu_attention(const cudatest::AttentionCase& c) {
 
 // Host code only: runs in CI without a device. The expected counts are the fastest ones of the
 // forced-split sweep on an H100 (docs/benchmarks-cuda.md) for the TinyLlama head layout.
-TEST_CASE("decode split plan: fills the SMs, at most one split per 512 keys and 16 in all") {
+TEST_CASE("attention split plan: decode fills the SMs (at most one split per 512 keys, 16 in all); prefill tiles") {
   const int sms = 132, heads = 32, kv_heads = 4;
   CHECK(cudatest::planned_splits(1, heads, kv_heads, false, sms, 2048) == 4);    // 1K keys, 1 row
   CHECK(cudatest::planned_splits(1, heads, kv_heads, false, sms, 32768) == 16);  // 16K keys, 1 row
@@ -609,6 +609,11 @@ TEST_CASE("decode split plan: fills the SMs, at most one split per 512 keys and 
       CHECK(s >= 1);
       CHECK(s <= std::max(1, std::min(16, keys / 512)));
     }
+  // Prefill tiles (8 rows x 8 heads per block): CUDA-core tiles split keys up to four blocks per SM,
+  // tensor-core tiles only up to one (their split merge costs as much as the attention).
+  CHECK(cudatest::planned_splits(1024, heads, kv_heads, true, sms, 1 << 30, false) == 2);
+  CHECK(cudatest::planned_splits(1024, heads, kv_heads, true, sms, 1 << 30, true) == 1);
+  CHECK(cudatest::planned_splits(64, heads, kv_heads, true, sms, 1 << 30, true) == 5);
 }
 
 TEST_CASE("attention vs CPU: masks x layouts x dtypes x tilings" * doctest::skip(!gpu())) {

@@ -1212,7 +1212,9 @@ bool prefill_on_tensor_cores(const Slot& slot, int heads) {
 }
 
 /// Picks the tiling. Prefill (rows come in runs of one sequence): whole query
-/// tiles, and key splits up to a few blocks per SM. Decode (one row per block):
+/// tiles, and key splits up to a few blocks per SM (`prefill_mma`, tiles on tensor
+/// cores: only up to one block per SM, since there the split merge costs about as
+/// much as the attention itself: 1K rows x 1, H100, docs/benchmarks-cuda.md). Decode (one row per block):
 /// the fewest splits whose blocks fill the SMs' decode_kernel_mma slots evenly
 /// (>= 90% of the last wave busy), since every split of a row costs the same,
 /// but at most one split per 512 keys and kDecodeMaxSplits in all: with few
@@ -1222,7 +1224,7 @@ bool prefill_on_tensor_cores(const Slot& slot, int heads) {
 /// `max_keys` (a bound on any row's key count, e.g. a power of two above the
 /// longest position) keeps at least two key tiles per split.
 inline AttentionLaunch plan_attention(int n, int heads, int kv_heads, bool prefill_rows, int num_sms,
-                                      int max_keys = 1 << 30) {
+                                      int max_keys = 1 << 30, bool prefill_mma = false) {
   AttentionLaunch l;
   const int group = heads / kv_heads;
   l.rows_per_tile = prefill_rows ? std::max(1, attn::kMaxQueries / group) : 1;
@@ -1231,7 +1233,7 @@ inline AttentionLaunch plan_attention(int n, int heads, int kv_heads, bool prefi
   const long blocks = static_cast<long>(tiles) * kv_heads;
   const int most = std::max(1, std::min(attn::kMaxSplits, max_keys / (2 * attn::kKeyTile)));
   if (prefill_rows) {
-    const long want = 4L * num_sms;
+    const long want = (prefill_mma ? 1L : 4L) * num_sms;
     l.splits = blocks >= want ? 1 : static_cast<int>(std::min<long>(attn::kMaxSplits, (want + blocks - 1) / blocks));
     l.splits = std::min(l.splits, most);
     return l;

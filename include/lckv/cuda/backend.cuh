@@ -291,7 +291,8 @@ private:
                      MatrixView<float> out, void* out16) const {
     // Short contexts get few splits (the merge costs a launch and a pass).
     const AttentionLaunch l =
-        plan_attention(q.rows, heads, slot.kv_heads, ctx_->prefill_rows, ctx_->num_sms, ctx_->key_bucket);
+        plan_attention(q.rows, heads, slot.kv_heads, ctx_->prefill_rows, ctx_->num_sms, ctx_->key_bucket,
+                       prefill_on_tensor_cores(slot, heads));
     const std::size_t ws = attention_workspace_floats(q.rows, heads, slot.head_dim, l);
     if (ws > ctx_->attn_ws.size()) {
       if (ctx_->capturing) throw CudaError("cuda attention: workspace would grow during graph capture");
