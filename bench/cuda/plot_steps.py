@@ -11,6 +11,9 @@ plan); only the default variant (2) is drawn.
         host wall time per step against device time: the forward returning [batch, vocab] fp32
         logits (wall_ms), the one sampling on the device and returning token ids
         (wall_sampled_ms), and the graph's device time (device_ms).
+    python3 bench/cuda/plot_steps.py --prefill out.png before=base.json after=bench_cuda.json
+        prefill tokens/s (BM_TinyLlamaPrefill), one bar per binary, log scale (LCKV's cyclic
+        group runs m + b = 9 passes).
 """
 import json
 import sys
@@ -30,6 +33,18 @@ def steps(path):
             continue
         out[(int(a["batch"]), int(a["context"]), "lckv-w2" if a["lckv"] == "1" else "standard")] = b
     return out, copy
+
+
+def prefill(path):
+    """{(batch, prompt, plan): tokens/s} of BM_TinyLlamaPrefill."""
+    with open(path) as f:
+        benchmarks = json.load(f)["benchmarks"]
+    out = {}
+    for b in benchmarks:
+        if b["name"].startswith("BM_TinyLlamaPrefill/"):
+            a = dict(p.split(":") for p in b["name"].split("/")[1:] if ":" in p)
+            out[(int(a["batch"]), int(a["prompt"]), "lckv-w2" if a["lckv"] == "1" else "standard")] = b["tokens_per_s"]
+    return out
 
 
 def draw(png, keys, series, ylabel, title, log=False, targets=False):
@@ -83,10 +98,18 @@ def wall_plot(png, path):
          "TinyLlama-1.1B shape decode step (bf16): host wall time against device time", log=True)
 
 
+def prefill_plot(png, labelled):
+    series = [(item.split("=", 1)[0], prefill(item.split("=", 1)[1])) for item in labelled]
+    keys = sorted(set().union(*(values.keys() for _, values in series)))
+    draw(png, keys, series, "prompt tokens/s", "TinyLlama-1.1B shape prefill (bf16, iterative)", log=True)
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--wall":
         wall_plot(sys.argv[2], sys.argv[3])
-    elif len(sys.argv) >= 3 and sys.argv[1] != "--wall":
+    elif len(sys.argv) >= 4 and sys.argv[1] == "--prefill":
+        prefill_plot(sys.argv[2], sys.argv[3:])
+    elif len(sys.argv) >= 3 and not sys.argv[1].startswith("--"):
         roofline_plot(sys.argv[1], sys.argv[2:])
     else:
         sys.exit(__doc__)
