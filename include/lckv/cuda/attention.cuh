@@ -132,6 +132,32 @@ __device__ inline SplitRange split_range(const KeySpans& span, int splits, int s
   return {S, B, count, start, min(count, start + chunk)};
 }
 
+/// The keys a prefill block scans for rows [ra, rb) of its tile: the union of their spans
+/// ([0, S) and [B, E), numbered 0..count-1; one range [0, max(E, S)) where the sink touches
+/// the window), and split `split`'s share of it in whole key tiles.
+__device__ inline SplitRange union_split_range(const KeySpans* spans, int ra, int rb, int splits, int split) {
+  int S = 0, B = INT_MAX, E = 0;
+  for (int r = ra; r < rb; ++r) {
+    const KeySpans k = spans[r];
+    if (k.count() == 0) continue;
+    S = max(S, k.sink_end);
+    if (k.end > k.begin) {
+      B = min(B, k.begin);
+      E = max(E, k.end);
+    }
+  }
+  if (B == INT_MAX) B = E = S;
+  if (S >= B) {
+    E = max(E, S);
+    S = 0;
+    B = 0;
+  }
+  const int count = S + (E - B);
+  const int chunk = ((count + splits - 1) / splits + kKeyTile - 1) / kKeyTile * kKeyTile;
+  const int start = split * chunk;
+  return {S, B, count, start, min(count, start + chunk)};
+}
+
 /// A decode block's result for query head h, dims [4 * ad4, 4 * ad4 + 4): the
 /// normalised output when the keys were not split, else the unnormalised partial
 /// with its running max m and sum l for combine_kernel.
@@ -283,27 +309,8 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Params<Slot> p) {
 
   for (int pass = 0; pass < passes; ++pass) {
     const int ra = uniform ? 0 : pass, rb = uniform ? nrows : pass + 1;
-    // Union of the active rows' key spans: [0, S) and [B, E).
-    int S = 0, B = INT_MAX, E = 0;
-    for (int r = ra; r < rb; ++r) {
-      const KeySpans k = r_span[r];
-      if (k.count() == 0) continue;
-      S = max(S, k.sink_end);
-      if (k.end > k.begin) {
-        B = min(B, k.begin);
-        E = max(E, k.end);
-      }
-    }
-    if (B == INT_MAX) B = E = S;
-    if (S >= B) {  // the sink touches the window: one range [0, max(E, S))
-      E = max(E, S);
-      S = 0;
-      B = 0;
-    }
-    const int count = S + (E - B);
-    int chunk = (count + p.splits - 1) / p.splits;
-    chunk = (chunk + kKeyTile - 1) / kKeyTile * kKeyTile;
-    const int start = split * chunk, stop = min(count, start + chunk);
+    const SplitRange range = union_split_range(r_span, ra, rb, p.splits, split);
+    const int start = range.start, stop = range.stop;
     const int seq = r_seq[ra];
 
     // K, V tiles: 16-byte loads into registers, one tile ahead of the math.
@@ -313,7 +320,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Params<Slot> p) {
       for (int j = 0; j < Loads; ++j) {
         const int idx = tid + j * kThreads, key = idx / (D / V), c = idx % (D / V), li = t0 + key;
         if (li < stop) {
-          const int pos = li < S ? li : B + (li - S);
+          const int pos = range.position(li);
           kr[j] = *reinterpret_cast<const uint4*>(p.slot.key(seq, pos, kvh) + c * V);
           vr[j] = *reinterpret_cast<const uint4*>(p.slot.value(seq, pos, kvh) + c * V);
         } else {
@@ -337,7 +344,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Params<Slot> p) {
       }
       for (int key = tid; key < kKeyTile; key += kThreads) {
         const int li = t0 + key;
-        k_pos[key] = li < stop ? (li < S ? li : B + (li - S)) : -1;
+        k_pos[key] = range.position(li);
       }
       __syncthreads();
       if (t0 + kKeyTile < stop) load_tile(t0 + kKeyTile);  // in flight during the math below
@@ -986,27 +993,8 @@ __global__ void __launch_bounds__(kPrefillWarps * 32) prefill_kernel_mma(Params<
   const int passes = uniform ? 1 : nrows;
   for (int pass = 0; pass < passes; ++pass) {
     const int ra = uniform ? 0 : pass, rb = uniform ? nrows : pass + 1;
-    // Union of the active rows' key spans: [0, S) and [B, E) (as attention_kernel).
-    int S = 0, B = INT_MAX, E = 0;
-    for (int r = ra; r < rb; ++r) {
-      const KeySpans k = r_span[r];
-      if (k.count() == 0) continue;
-      S = max(S, k.sink_end);
-      if (k.end > k.begin) {
-        B = min(B, k.begin);
-        E = max(E, k.end);
-      }
-    }
-    if (B == INT_MAX) B = E = S;
-    if (S >= B) {  // the sink touches the window: one range [0, max(E, S))
-      E = max(E, S);
-      S = 0;
-      B = 0;
-    }
-    const int count = S + (E - B);
-    const int chunk = ((count + p.splits - 1) / p.splits + KT - 1) / KT * KT;
-    const int start = split * chunk, stop = min(count, start + chunk);
-    const SplitRange range{S, B, count, start, stop};
+    const SplitRange range = union_split_range(r_span, ra, rb, p.splits, split);
+    const int S = range.S, start = range.start, stop = range.stop;
     const int tiles = start < stop ? (stop - start + KT - 1) / KT : 0;
     const int seq = r_seq[ra];
     bool active[2];
