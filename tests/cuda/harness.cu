@@ -303,6 +303,20 @@ std::vector<float> copy(const std::vector<float>& x) {
   return to_host(d);
 }
 
+std::vector<float> convert_bf16(const std::vector<float>& x, int offset) {
+  auto s = to_device(x);
+  DeviceBuffer<__nv_bfloat16> d(x.size());
+  d.fill_bytes(0xFF);
+  const std::size_t n = x.size() - static_cast<std::size_t>(offset);
+  cuda::convert(s.data() + offset, d.data() + offset, static_cast<std::int64_t>(n), nullptr);
+  LCKV_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<__nv_bfloat16> h(n);
+  cuda::copy_to_host(h.data(), d.data() + offset, n);
+  std::vector<float> f(n);
+  for (std::size_t i = 0; i < n; ++i) f[i] = cuda::to_float(h[i]);
+  return f;
+}
+
 std::vector<float> gather_rows(const std::vector<float>& src, int cols, const std::vector<int>& index) {
   auto s = to_device(src);
   auto i = to_device(index);

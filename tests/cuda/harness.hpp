@@ -96,6 +96,8 @@ std::vector<float> rope(const std::vector<float>& x, int cols, int heads, int he
                         float theta);
 std::vector<float> swiglu(const std::vector<float>& gate, const std::vector<float>& up);
 std::vector<float> copy(const std::vector<float>& x);
+/// cuda::convert of x[offset..] to bf16, back as floats (offset 1: neither pointer 16-byte aligned).
+std::vector<float> convert_bf16(const std::vector<float>& x, int offset);
 std::vector<float> gather_rows(const std::vector<float>& src, int cols, const std::vector<int>& index);
 
 /// An attention problem: every sequence's K/V for positions [0, length[s]) are

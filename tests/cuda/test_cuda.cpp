@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "harness.hpp"
+#include "lckv/io/safetensors.hpp"
 #include "lckv/lckv.hpp"
 
 namespace {
@@ -511,7 +512,7 @@ TEST_CASE("skinny tensor-core GEMM (9-64 rows, 16- and 32-row blocks, cluster sp
   }
 }
 
-TEST_CASE("rope, swiglu, copy, gather_rows vs CPU" * doctest::skip(!gpu())) {
+TEST_CASE("rope, swiglu, copy, convert, gather_rows vs CPU" * doctest::skip(!gpu())) {
   Rng rng(fresh_seed());
   const int rows = 9, heads = 4, head_dim = 64, cols = heads * head_dim;
   std::vector<RowInfo> info;
@@ -526,6 +527,15 @@ TEST_CASE("rope, swiglu, copy, gather_rows vs CPU" * doctest::skip(!gpu())) {
   cpu::swiglu({g.data(), 1, 1000}, {up.data(), 1, 1000});
   CHECK(rel_error(cudatest::swiglu(gate, up), g, "swiglu") <= 1e-5);
   CHECK(rel_error(cudatest::copy(gate), gate, "copy") == 0.0);
+  // Rounding to bf16: the 4-wide path and its scalar tail (1003 elements), and unaligned pointers.
+  const auto wide = randn(1003, rng, 3.0f);
+  for (int offset : {0, 1}) {
+    CAPTURE(offset);
+    std::vector<float> rounded;
+    for (std::size_t i = static_cast<std::size_t>(offset); i < wide.size(); ++i)
+      rounded.push_back(bf16_to_f32(f32_to_bf16(wide[i])));  // the checkpoint writer's rounding
+    CHECK(rel_error(cudatest::convert_bf16(wide, offset), rounded, "convert") == 0.0);
+  }
 
   std::vector<int> index{3, 0, 8, 8, 5};
   std::vector<float> gathered(index.size() * static_cast<std::size_t>(cols));
