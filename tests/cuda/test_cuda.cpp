@@ -636,10 +636,12 @@ TEST_CASE("attention vs CPU: masks x layouts x dtypes x tilings" * doctest::skip
       for (const MaskSpec& mask : masks)
         // 0: decode rows; 1: prefill tiles (G 4); 2: decode with forced splits; 3: prefill tiles in
         // TinyLlama's layout (G 8, d 64) with forced splits; 4: prefill tiles without GQA (G 1, d 128
-        // contiguous). 16-bit KV takes the tensor-core prefill kernel in 1, 3 and 4.
-        for (int mode = 0; mode < 5; ++mode) {
+        // contiguous); 5: 3 unsplit, the 16-bit output (o_proj's input) instead of fp32 (not
+        // StreamingLLM, whose rotate-on-read kernel writes fp32). 16-bit KV
+        // takes the tensor-core prefill kernel in 1, 3, 4 and 5.
+        for (int mode = 0; mode < 6; ++mode) {
           if (!sampled(combination++)) continue;
-          const bool prefill = mode == 1 || mode == 3 || mode == 4;
+          const bool prefill = mode == 1 || mode >= 3;
           if (layout == Layout::Paged && t == DType::F16) continue;
           const std::string layout_name = cudatest::name(layout);
           CAPTURE(layout_name);
@@ -653,13 +655,14 @@ TEST_CASE("attention vs CPU: masks x layouts x dtypes x tilings" * doctest::skip
           c.layout = layout;
           c.kv = t;
           c.heads = mode == 1 ? 8 : (mode == 4 ? 2 : 16);
+          c.out16 = mode == 5 && t != DType::F32 && mask.rope_theta_on_read == 0.0f;  // StreamingLLM: fp32 only
           c.kv_heads = 2;
           c.head_dim = ((mode == 2 || mode == 4) && layout == Layout::Contiguous) ? 128 : 64;
           c.max_len = 200;
           c.page_size = 16;
           c.length = {200, 1 + static_cast<int>(rng.below(150)), 70};
           c.prefill_tiles = prefill;
-          c.splits = mode == 2 ? 5 : (mode == 3 ? 3 : 0);
+          c.splits = mode == 2 ? 5 : (mode == 3 ? 3 : (mode == 5 ? 1 : 0));
           c.mask = mask;
           const std::size_t w = static_cast<std::size_t>(c.kv_heads) * c.head_dim;
           for (int len : c.length) {

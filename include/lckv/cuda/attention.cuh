@@ -921,7 +921,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
 ///   all four warps; S, P and O stay in registers (the tile:: steps of decode_kernel_mma);
 /// - keys are the union of the rows' spans; tiles not wholly inside every row's span are
 ///   masked per (row, key); a tile mixing sequences runs one row at a time, as attention_kernel;
-/// - split keys write partials (natural-log max) for combine_kernel.
+/// - split keys write partials (natural-log max) for combine_kernel; unsplit, the output goes
+///   to out16 rounded to the KV type when given (the o_proj GEMM's input), else to out.
 inline constexpr int kPrefillWarps = 4;
 inline constexpr int kPrefillKeys = 64;
 inline constexpr int kPrefillStages = 3;
@@ -1061,8 +1062,13 @@ __global__ void __launch_bounds__(kPrefillWarps * 32) prefill_kernel_mma(Params<
     if (p.splits == 1) {
       const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
 #pragma unroll
-      for (int j = 0; j < DT; ++j)
-        *reinterpret_cast<float2*>(p.out + out_head * D + 8 * j + c) = make_float2(o[j][2 * h] * inv, o[j][2 * h + 1] * inv);
+      for (int j = 0; j < DT; ++j) {
+        const float a = o[j][2 * h] * inv, b = o[j][2 * h + 1] * inv;
+        if (p.out16)
+          *reinterpret_cast<std::uint32_t*>(static_cast<T*>(p.out16) + out_head * D + 8 * j + c) = ptx::pack2<T>(a, b);
+        else
+          *reinterpret_cast<float2*>(p.out + out_head * D + 8 * j + c) = make_float2(a, b);
+      }
     } else {
       const std::int64_t part = out_head * p.splits + split;
 #pragma unroll
@@ -1280,7 +1286,8 @@ void launch_decode_mma(const attn::Params<Slot>& p, dim3 grid, cudaStream_t s) {
                    attn::kDecodeWarps * 32, decode_mma_smem<Slot, D, Stages>(), s, p);
 }
 
-/// prefill_kernel_mma over p's query tiles (rows_per_tile rows each), then combine_kernel for split keys.
+/// prefill_kernel_mma over p's query tiles (rows_per_tile rows each), then combine_kernel for split
+/// keys (which writes the fp32 output).
 template <class Slot, int D>
 void launch_prefill_mma(const attn::Params<Slot>& p, int kv_heads, cudaStream_t s) {
   constexpr std::size_t smem = attn::kPrefillSmemBytes<D>;
@@ -1351,7 +1358,7 @@ bool launch_attention_d(attn::Params<Slot> p, int kv_heads, cudaStream_t s) {
   if constexpr (sizeof(T) == 2) {
     if (p.rows_per_tile > 1 && p.rows_per_tile * p.group == attn::kMaxQueries && prefill_on_tensor_cores(p.slot, p.heads)) {
       launch_prefill_mma<Slot, D>(p, kv_heads, s);
-      return false;
+      return p.out16 != nullptr && p.splits == 1;
     }
   }
   if (p.rows_per_tile * p.group <= attn::kDecodeQueries) launch_attention_q<Slot, D, attn::kDecodeQueries>(p, kv_heads, s);
