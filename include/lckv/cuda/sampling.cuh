@@ -100,7 +100,7 @@ __global__ void __launch_bounds__(Threads) sample_sorted(const float* sorted, co
   const float* keys = sorted + static_cast<std::int64_t>(blockIdx.x) * vocab;
   const int* idx = order + static_cast<std::int64_t>(blockIdx.x) * vocab;
   const SamplingParams sp = params[blockIdx.x];
-  if (sp.temperature <= 0.0f || sp.top_k == 1) {  // SamplingParams::greedy (host code)
+  if (sp.greedy()) {
     if (threadIdx.x == 0) out[blockIdx.x] = idx[0];
     return;
   }

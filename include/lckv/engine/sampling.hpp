@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "lckv/core/error.hpp"
+#include "lckv/core/macros.hpp"
 
 namespace lckv {
 
@@ -27,7 +28,8 @@ struct SamplingParams {
     if (!(top_p > 0.0f && top_p <= 1.0f))
       throw InvalidArgument("sampling: top_p = " + std::to_string(top_p) + ", expected in (0, 1]");
   }
-  bool greedy() const { return temperature <= 0.0f || top_k == 1; }
+  /// Host and device: the CUDA sampler's kernel asks it per row.
+  LCKV_HD bool greedy() const { return temperature <= 0.0f || top_k == 1; }
 };
 
 /// The highest logit's index (the lowest index among ties).
