@@ -120,6 +120,8 @@ struct SplitRange {
   int S, B, count, start, stop;
   /// Cache position of the li-th kept key, or -1 past the end.
   __device__ int position(int li) const { return li < stop ? (li < S ? li : B + (li - S)) : -1; }
+  /// Whether kept keys [li0, li0 + n) all lie in the range at consecutive positions (all sink or all window).
+  __device__ bool consecutive(int li0, int n) const { return li0 + n <= stop && (li0 >= S || li0 + n <= S); }
 };
 
 __device__ inline SplitRange split_range(const KeySpans& span, int splits, int split) {
@@ -711,8 +713,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
   const int tiles = range.stop > range.start ? (range.stop - range.start + KT - 1) / KT : 0;
   const int mine = tiles > warp ? (tiles - warp + W - 1) / W : 0;  // this warp's tiles: warp, warp + W, ...
   auto first_key = [&](int it) { return range.start + (warp + it * W) * KT; };
-  // Every key of the tile at li0 is kept, at consecutive positions (all sink or all window).
-  auto whole = [&](int li0) { return li0 + KT <= range.stop && (li0 >= range.S || li0 + KT <= range.S); };
+  // Every key of the tile at li0 is kept, at consecutive positions.
+  auto whole = [&](int li0) { return range.consecutive(li0, KT); };
 
   const std::uint32_t wbase = ptx::smem_address(dsmem) + warp * Stages * 2 * TileBytes;
   auto at = [](int key, int ch) { return tile::at<D>(key, ch); };
@@ -995,7 +997,7 @@ __global__ void __launch_bounds__(kPrefillWarps * 32) prefill_kernel_mma(Params<
   for (int pass = 0; pass < passes; ++pass) {
     const int ra = uniform ? 0 : pass, rb = uniform ? nrows : pass + 1;
     const SplitRange range = union_split_range(r_span, ra, rb, p.splits, split);
-    const int S = range.S, start = range.start, stop = range.stop;
+    const int start = range.start, stop = range.stop;
     const int tiles = start < stop ? (stop - start + KT - 1) / KT : 0;
     const int seq = r_seq[ra];
     bool active[2];
@@ -1027,7 +1029,7 @@ __global__ void __launch_bounds__(kPrefillWarps * 32) prefill_kernel_mma(Params<
       float s[NT][4];
       tile::scores<T, D, NT>(s, qa, kb, lane);
       // Consecutive positions (no sink / window seam) inside every active row's span: no mask.
-      bool whole = uniform && li0 + KT <= stop && (li0 >= S || li0 + KT <= S);
+      bool whole = uniform && range.consecutive(li0, KT);
       if (whole) {
         const int p0 = range.position(li0);
         whole = (!active[0] || covers(sp[0], p0, p0 + KT)) && (!active[1] || covers(sp[1], p0, p0 + KT));
@@ -1208,7 +1210,8 @@ bool prefill_on_tensor_cores(const Slot& slot, int heads) {
 /// Picks the tiling. Prefill (rows come in runs of one sequence): whole query
 /// tiles, and key splits up to a few blocks per SM (`prefill_mma`, tiles on tensor
 /// cores: only up to one block per SM, since there the split merge costs about as
-/// much as the attention itself: 1K rows x 1, H100, docs/benchmarks-cuda.md). Decode (one row per block):
+/// much as the attention itself: 1K rows x 1, H100, docs/benchmarks-cuda.md).
+/// Decode (one row per block):
 /// the fewest splits whose blocks fill the SMs' decode_kernel_mma slots evenly
 /// (>= 90% of the last wave busy), since every split of a row costs the same,
 /// but at most one split per 512 keys and kDecodeMaxSplits in all: with few
