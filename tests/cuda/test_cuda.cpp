@@ -684,12 +684,13 @@ TEST_CASE("attention vs CPU: masks x layouts x dtypes x tilings" * doctest::skip
 
 TEST_CASE("decode on tensor cores vs CPU: long rows, head layouts, forced splits" * doctest::skip(!gpu())) {
   // Decode on tensor cores: long contexts (many splits), the Llama-7B (G 1, d 128) and
-  // TinyLlama (G 8, d 64) head layouts, forced splits (16: the largest cluster; 17 is run as 16),
-  // contiguous slots (whole tiles take the linear-address path) and paged; cudatest::attention
-  // runs each twice.
+  // TinyLlama (G 8, d 64) head layouts, a group whose slices of the merge cut heads unevenly
+  // (G 3) and the largest merge buffer (G 16, d 128), forced splits (16: the largest cluster; 17
+  // is run as 16), contiguous slots (whole tiles take the linear-address path) and paged;
+  // cudatest::attention runs each twice.
   const std::vector<MaskSpec> long_masks{{false, 0, 0}, {true, 0, 0}, {false, 700, 0}, {true, 7, 0},
                                          {false, 1500, 5}, {true, 1500, 5}};
-  const int shapes[3][2] = {{128, 1}, {128, 4}, {64, 8}};  // head_dim, group
+  const int shapes[5][2] = {{128, 1}, {128, 4}, {64, 8}, {64, 3}, {128, 16}};  // head_dim, group
   long combination = 0;
   for (Layout layout : {Layout::Contiguous, Layout::Paged})
     for (DType t : {DType::BF16, DType::F16})

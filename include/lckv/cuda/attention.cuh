@@ -11,8 +11,8 @@
 /// - split-KV: with few query tiles (decode), the keys of a row are cut into
 ///   `splits` ranges computed on the device from the row's position, so the
 ///   launch is independent of the context length (a CUDA Graph can replay it);
-///   the decode kernel merges the partials in its last block per row, the
-///   others through combine_kernel;
+///   decode_kernel_mma merges the partials inside the row's thread-block
+///   cluster, the others through combine_kernel;
 /// - masks: the row's key spans come from the same policy structs as the CPU
 ///   (lckv/attention/mask.hpp), evaluated on the device per row;
 /// - decode rows (one per block) go to decode_kernel_mma (16-bit KV, head_dim
@@ -659,11 +659,15 @@ __device__ __forceinline__ void accumulate(float (&o)[D / 8][4], const float (&s
 ///   first tiles into L2 (a prefetch is only a hint) and, with one row per
 ///   sequence, starts copying the first tiles whose keys all precede the row's
 ///   position: the kernels it overlaps write no such key;
-/// - the warps' (m, l, O) are merged once through shared memory at the end; with
-///   split-KV the splits of a (row, kv head) form one thread-block cluster, each
-///   block keeps its partial in shared memory, and every block merges a slice of
-///   the outputs from all of them (distributed shared memory): no global
-///   workspace, no arrival counters, no second launch.
+/// - the splits of a (row, kv head) form one thread-block cluster, and the
+///   splits x warps partials are merged by one reduce-scatter (DecodeMerge):
+///   each warp writes its partial, normalised, straight into the merge buffer of
+///   the block that owns each slice of the output (distributed shared memory),
+///   one cluster barrier, then each block merges its slice. No global
+///   workspace, no arrival counters, no second launch, and no block-level
+///   merge of the warps first (two barriers and a round trip through shared
+///   memory fewer than merging warps, then splits: 2-8% off the decode
+///   attention, docs/benchmarks-cuda.md Update 10).
 /// Q and P are rounded to the KV type for the products (as FlashAttention does);
 /// the softmax, its running max / sum and the accumulation are fp32.
 inline constexpr int kDecodeWarps = 4;
@@ -680,6 +684,31 @@ inline constexpr int kWarpKeys = 2048 / D;
 template <int D, int Stages = kDecodeStages>
 inline constexpr std::size_t kDecodeSmemBytes = static_cast<std::size_t>(kDecodeWarps) * Stages * 2 * kWarpKeys<D> * D * 2;
 
+/// How decode_kernel_mma merges the partials of a (row, KV head): the output's G x D elements are
+/// cut into `splits` slices of `per` (a multiple of 4); block r of the cluster owns slice r and
+/// receives, from each of the splits x kDecodeWarps warps, its partial of the slice (normalised by
+/// its own sum) and the log-sum-exp of the `rows` (at most) query heads the slice touches.
+struct DecodeMerge {
+  int G, D, splits, per, rows;
+  __host__ __device__ static DecodeMerge of(int G, int D, int splits) {
+    const int per = ((G * D + splits - 1) / splits + 3) / 4 * 4;
+    const int rows = (per - 1) / D + 2 < G ? (per - 1) / D + 2 : G;
+    return {G, D, splits, per, rows};
+  }
+  __host__ __device__ int partials() const { return splits * kDecodeWarps; }
+  __host__ __device__ int first_row(int r) const { return r * per / D; }
+  /// The merge buffer: [partials][per] slices, then [partials][rows] log-sum-exps.
+  __host__ __device__ std::size_t bytes() const {
+    return static_cast<std::size_t>(partials()) * (per + rows) * sizeof(float);
+  }
+  /// The largest buffer any group <= kDecodeMaxGroup and split count needs at head_dim D.
+  static std::size_t most_bytes(int D) {
+    std::size_t most = 0;
+    for (int s = 1; s <= kDecodeMaxSplits; ++s) most = std::max(most, of(kDecodeMaxGroup, D, s).bytes());
+    return most;
+  }
+};
+
 /// Slots whose consecutive positions are rows a fixed stride apart (no ring wrap, no pages).
 template <class Slot>
 inline constexpr bool kLinearPositions = false;
@@ -690,7 +719,7 @@ template <class Slot, int D, int Stages>
 __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_kernel_mma(Params<Slot> p) {
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(p.slot.key(0, 0, 0))>>;
   static_assert(sizeof(T) == 2 && (D == 64 || D == 128));
-  constexpr int W = kDecodeWarps, KT = kWarpKeys<D>, MG = kDecodeMaxGroup;
+  constexpr int W = kDecodeWarps, KT = kWarpKeys<D>;
   constexpr int Chunks = D / 8;               // 16-byte chunks per key row
   constexpr int RowsPerPass = 32 / Chunks;    // key rows a warp's 32 lanes copy at once
   constexpr int Passes = KT / RowsPerPass;
@@ -698,12 +727,10 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
   constexpr int DT = D / 8;                   // O tiles (8 dims each)
   constexpr int TileBytes = KT * D * 2;       // one K (or V) tile
   static_assert(Passes * RowsPerPass == KT && KT % 16 == 0);
-  // Merge scratch, reusing the tiles: Ow [W][16][D], m_w, l_w [W][16]; the block's partial O [16][D], (m, l) [16][2].
-  static_assert((W * MG * D + 2 * W * MG + MG * D + 2 * MG) * sizeof(float) <= kDecodeSmemBytes<D, Stages>);
-
-  extern __shared__ float4 dsmem[];  // [warp][stage][K, V][KT][D], rows swizzled; then merge scratch
+  extern __shared__ float4 dsmem[];  // [warp][stage][K, V][KT][D], rows swizzled; then the DecodeMerge buffer
 
   pdl::allow_next();
+  namespace cg = cooperative_groups;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int split = blockIdx.x, kvh = blockIdx.y, row = blockIdx.z;
   const int G = p.group, g = lane / 4, c = (lane % 4) * 2;
@@ -779,6 +806,12 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
       }
   }
   pdl::wait();  // q (just rotated), the newest cache entries and out belong to earlier kernels
+  // The first of two cluster barrier phases: its wait, just before the partials are written to
+  // the other blocks, makes sure that they have all started (their shared memory exists only
+  // then; compute-sanitizer flags the writes without it). Relaxed, and after pdl::wait: an
+  // arrival with release semantics before it made batch-1 decode steps 4-5% slower (H100,
+  // docs/benchmarks-cuda.md Update 10).
+  if (p.splits > 1) __cluster_barrier_arrive_relaxed();
 
   // Q[16, D] as A fragments: qa[k][.] covers dims [16k, 16k + 16); rows >= G are zero.
   std::uint32_t qa[D / 16][4];
@@ -825,94 +858,101 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
     tile::accumulate<T, D, NT>(o, s, vb, lane);
   }
   ptx::cp_async_wait<0>();
+  // This warp's partial, normalised: O / l, and the log-sum-exp m + log2 l (base 2) of rows g, g + 8.
+  float lse[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
     l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+    const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
+    lse[h] = l[h] > 0.0f ? m[h] + log2f(l[h]) : -INFINITY;
+#pragma unroll
+    for (int j = 0; j < DT; ++j) {
+      o[j][2 * h] *= inv;
+      o[j][2 * h + 1] *= inv;
+    }
   }
 
-  // Merge the warps through shared memory (see the layout above).
-  __syncthreads();
-  float* Ow = reinterpret_cast<float*>(dsmem);
-  float* m_w = Ow + W * MG * D;
-  float* l_w = m_w + W * MG;
-  float* part_o = l_w + W * MG;  // this block's (split's) partial, read by its cluster
-  float* part_ml = part_o + MG * D;
+  // Reduce-scatter: every warp writes its share of slice r straight into block r's merge buffer
+  // (distributed shared memory across the cluster; its own block's without splits).
+  if (p.splits > 1) __cluster_barrier_wait();  // every block of the cluster has started
+  const DecodeMerge mg = DecodeMerge::of(G, D, p.splits);
+  const int P = mg.partials(), src = split * W + warp;
+  float* merge = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(dsmem) + kDecodeSmemBytes<D, Stages>);
+  auto buffer = [&](int r) { return p.splits == 1 ? merge : cg::this_cluster().map_shared_rank(merge, r); };
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int qr = g + 8 * h;
     if (qr >= G) continue;
+    // Element e = qr * D + 8 j + c lies in slice e / per at offset e % per (e even, per a
+    // multiple of 4: e + 1 is in the same slice); stepping j moves e by 8.
+    int slice = (qr * D + c) / mg.per, off = qr * D + c - slice * mg.per;
 #pragma unroll
-    for (int j = 0; j < DT; ++j)
-      *reinterpret_cast<float2*>(Ow + (warp * MG + qr) * D + 8 * j + c) = make_float2(o[j][2 * h], o[j][2 * h + 1]);
-    if (lane % 4 == 0) {
-      m_w[warp * MG + qr] = m[h];
-      l_w[warp * MG + qr] = l[h];
-    }
-  }
-  __syncthreads();
-  const std::int64_t head0 = static_cast<std::int64_t>(row) * p.heads + kvh * G;  // the group's first output head
-  auto store = [&](std::int64_t i, float v) {  // the output: fp32, or the next GEMM's 16-bit input
-    if (p.out16) static_cast<T*>(p.out16)[i] = from_float<T>(v);
-    else p.out[i] = v;
-  };
-  for (int e = threadIdx.x; e < G * D; e += W * 32) {
-    const int qr = e / D, d = e % D;
-    float M = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < W; ++w) M = fmaxf(M, m_w[w * MG + qr]);
-    float L = 0.0f, O = 0.0f;
-#pragma unroll
-    for (int w = 0; w < W; ++w) {
-      const float mw = m_w[w * MG + qr], sc = mw == -INFINITY ? 0.0f : exp2f(mw - M);
-      L += sc * l_w[w * MG + qr];
-      O += sc * Ow[(w * MG + qr) * D + d];
-    }
-    if (p.splits == 1) {
-      store((head0 + qr) * D + d, L > 0.0f ? O / L : 0.0f);
-    } else {
-      part_o[qr * D + d] = O;
-      if (d == 0) {
-        part_ml[2 * qr] = M;  // base 2
-        part_ml[2 * qr + 1] = L;
+    for (int j = 0; j < DT; ++j, off += 8) {
+      while (off >= mg.per) {
+        off -= mg.per;
+        ++slice;
       }
+      *reinterpret_cast<float2*>(buffer(slice) + src * mg.per + off) = make_float2(o[j][2 * h], o[j][2 * h + 1]);
     }
+    if (lane % 4 == 0)
+      for (int r = qr * D / mg.per; r <= ((qr + 1) * D - 1) / mg.per; ++r)
+        buffer(r)[P * mg.per + src * mg.rows + (qr - mg.first_row(r))] = lse[h];
   }
-  if (p.splits == 1) return;
+  if (p.splits > 1) cg::this_cluster().sync();  // every partial has arrived; nothing remote is touched after this
+  else __syncthreads();
 
-  // Split-KV: block `rank` of the cluster merges outputs [rank * per, (rank + 1) * per) of all splits.
-  namespace cg = cooperative_groups;
-  const cg::cluster_group cluster = cg::this_cluster();
-  cluster.sync();  // every split's partial is written (and visible cluster-wide)
-  const int S = p.splits, per = (G * D + S - 1) / S, rank = static_cast<int>(cluster.block_rank());
-  for (int e = rank * per + threadIdx.x; e < min(G * D, (rank + 1) * per); e += W * 32) {
-    const int qr = e / D;
-    float ms[kDecodeMaxSplits], ls[kDecodeMaxSplits], os[kDecodeMaxSplits];
+  // This block's slice: each element merged over the P partials by `tpe` neighbouring lanes.
+  const int rank = p.splits > 1 ? static_cast<int>(cg::this_cluster().block_rank()) : 0;
+  const int e0 = rank * mg.per, n = max(0, min(G * D, e0 + mg.per) - e0);
+  int tpe = 1;
+  while (tpe < 32 && 2 * tpe <= P && 2 * tpe * n <= W * 32) tpe *= 2;
+  const float* lses = merge + P * mg.per;  // [P][rows]
+  const std::int64_t out0 = (static_cast<std::int64_t>(row) * p.heads + kvh * G) * D + e0;  // the slice's first output
+  for (int base = 0; base < n * tpe; base += W * 32) {  // block-uniform: whole warps reach the shuffles
+    const int idx = base + static_cast<int>(threadIdx.x), e = idx / tpe, sub = idx % tpe;
+    float M = -INFINITY, L = 0.0f, O = 0.0f;
+    if (idx < n * tpe) {
+      const int lr = (e0 + e) / D - mg.first_row(rank);
+      constexpr int U = 16;  // partials whose loads are in flight at once
+      for (int i0 = sub; i0 < P; i0 += U * tpe) {
+        float ls[U], os[U];
 #pragma unroll
-    for (int r = 0; r < kDecodeMaxSplits; ++r) {  // every remote load in flight at once
-      ms[r] = -INFINITY;
-      ls[r] = os[r] = 0.0f;
-      if (r < S) {
-        const float* remote_o = cluster.map_shared_rank(part_o, r);
-        const float* remote_ml = cluster.map_shared_rank(part_ml, r);
-        ms[r] = remote_ml[2 * qr];
-        ls[r] = remote_ml[2 * qr + 1];
-        os[r] = remote_o[e];
+        for (int u = 0; u < U; ++u) {
+          const int i = i0 + u * tpe;
+          ls[u] = i < P ? lses[i * mg.rows + lr] : -INFINITY;
+          os[u] = i < P ? merge[i * mg.per + e] : 0.0f;
+        }
+        float Mn = M;
+#pragma unroll
+        for (int u = 0; u < U; ++u) Mn = fmaxf(Mn, ls[u]);
+        if (Mn == -INFINITY) continue;  // no keys yet
+        const float a = exp2f(M - Mn);
+        L *= a;
+        O *= a;
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const float w = exp2f(ls[u] - Mn);
+          L += w;
+          O += w * os[u];
+        }
+        M = Mn;
       }
     }
-    float M = -INFINITY;
-#pragma unroll
-    for (int r = 0; r < kDecodeMaxSplits; ++r) M = fmaxf(M, ms[r]);
-    float L = 0.0f, O = 0.0f;
-#pragma unroll
-    for (int r = 0; r < kDecodeMaxSplits; ++r) {
-      const float w = ms[r] == -INFINITY ? 0.0f : exp2f(ms[r] - M);
-      L += w * ls[r];
-      O += w * os[r];
+    for (int off = 1; off < tpe; off *= 2) {
+      const float M2 = __shfl_xor_sync(0xffffffffu, M, off), L2 = __shfl_xor_sync(0xffffffffu, L, off);
+      const float O2 = __shfl_xor_sync(0xffffffffu, O, off), Mn = fmaxf(M, M2);
+      const float a = M == -INFINITY ? 0.0f : exp2f(M - Mn), b = M2 == -INFINITY ? 0.0f : exp2f(M2 - Mn);
+      L = L * a + L2 * b;
+      O = O * a + O2 * b;
+      M = Mn;
     }
-    store(head0 * D + e, L > 0.0f ? O / L : 0.0f);
+    if (idx < n * tpe && sub == 0) {
+      const float v = L > 0.0f ? O / L : 0.0f;
+      if (p.out16) static_cast<T*>(p.out16)[out0 + e] = from_float<T>(v);  // the next GEMM's 16-bit input
+      else p.out[out0 + e] = v;
+    }
   }
-  cluster.sync();  // no block leaves while another still reads its shared memory
 }
 
 /// Prefill on tensor cores for 16-bit KV, head_dim 64 or 128, GQA group G dividing 16:
@@ -1272,13 +1312,15 @@ void launch_combine(const attn::Params<Slot>& p, cudaStream_t s) {
          static_cast<const float*>(p.part_o), static_cast<const float*>(p.part_ml), p.out, p.heads, p.splits);
 }
 
-/// decode_kernel_mma's dynamic shared memory at `Stages`; raises the kernel's limits to it
-/// (and allows 16-block clusters) on first use.
+/// decode_kernel_mma's dynamic shared memory at `Stages` for params p: the copy stages and the
+/// merge buffer; raises the kernel's limits to the largest such size (and allows 16-block
+/// clusters) on first use.
 template <class Slot, int D, int Stages>
-std::size_t decode_mma_smem() {
-  constexpr std::size_t smem = attn::kDecodeSmemBytes<D, Stages>;
-  prepare_kernel(attn::decode_kernel_mma<Slot, D, Stages>, static_cast<int>(smem), /*clusters16=*/true);
-  return smem;
+std::size_t decode_mma_smem(const attn::Params<Slot>& p) {
+  constexpr std::size_t stages = attn::kDecodeSmemBytes<D, Stages>;
+  prepare_kernel(attn::decode_kernel_mma<Slot, D, Stages>, static_cast<int>(stages + attn::DecodeMerge::most_bytes(D)),
+                 /*clusters16=*/true);
+  return stages + attn::DecodeMerge::of(p.group, D, p.splits).bytes();
 }
 
 /// decode_kernel_mma with `Stages`-deep copy pipelines over `grid`, the splits of a row
@@ -1286,7 +1328,7 @@ std::size_t decode_mma_smem() {
 template <class Slot, int D, int Stages>
 void launch_decode_mma(const attn::Params<Slot>& p, dim3 grid, cudaStream_t s) {
   launch_clustered("decode_kernel_mma", attn::decode_kernel_mma<Slot, D, Stages>, grid, grid.x,
-                   attn::kDecodeWarps * 32, decode_mma_smem<Slot, D, Stages>(), s, p);
+                   attn::kDecodeWarps * 32, decode_mma_smem<Slot, D, Stages>(p), s, p);
 }
 
 /// prefill_kernel_mma over p's query tiles (rows_per_tile rows each), then combine_kernel for split
@@ -1306,12 +1348,13 @@ void launch_prefill_mma(const attn::Params<Slot>& p, int kv_heads, cudaStream_t 
 /// and every cluster of the grid still fits on the device at once (a cluster's blocks share
 /// a GPC).
 template <class Slot, int D>
-bool decode_runs_deep(dim3 grid) {
+bool decode_runs_deep(const attn::Params<Slot>& p, dim3 grid) {
   const long blocks = static_cast<long>(grid.x) * grid.y * grid.z;
   if (blocks * 2 > device_sms()) return false;
   if (grid.x == 1) return true;
-  // Clusters the device holds at once, per cluster size (the answer depends on nothing else);
-  // 0: not asked yet. Threads that race here compute the same value.
+  // Clusters the device holds at once, per cluster size (the answer depends on nothing else: at
+  // the deep setting one block fills an SM whatever its merge buffer); 0: not asked yet. Threads
+  // that race here compute the same value.
   static std::atomic<int> fits[attn::kDecodeMaxSplits + 1] = {};
   int most = fits[grid.x].load(std::memory_order_relaxed);
   if (most == 0) {
@@ -1322,7 +1365,7 @@ bool decode_runs_deep(dim3 grid) {
     cudaLaunchConfig_t config{};
     config.gridDim = grid;
     config.blockDim = attn::kDecodeWarps * 32;
-    config.dynamicSmemBytes = decode_mma_smem<Slot, D, Deep>();
+    config.dynamicSmemBytes = decode_mma_smem<Slot, D, Deep>(p);
     config.attrs = &cluster;
     config.numAttrs = 1;
     LCKV_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&most, attn::decode_kernel_mma<Slot, D, Deep>, &config));
@@ -1344,7 +1387,7 @@ bool launch_attention_d(attn::Params<Slot> p, int kv_heads, cudaStream_t s) {
       if (p.group <= attn::kDecodeMaxGroup) {
         p.splits = std::min(p.splits, attn::kDecodeMaxSplits);  // a cluster holds a row's splits
         const dim3 grid(p.splits, kv_heads, p.n);
-        if (decode_runs_deep<Slot, D>(grid))
+        if (decode_runs_deep<Slot, D>(p, grid))
           launch_decode_mma<Slot, D, attn::kDecodeDeepStages>(p, grid, s);
         else
           launch_decode_mma<Slot, D, attn::kDecodeStages>(p, grid, s);
