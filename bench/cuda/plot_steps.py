@@ -14,41 +14,57 @@ plan); only the default variant (2) is drawn.
     python3 bench/cuda/plot_steps.py --prefill out.png before=base.json after=bench_cuda.json
         prefill tokens/s (BM_TinyLlamaPrefill), one bar per binary, log scale (LCKV's cyclic
         group runs m + b = 9 passes).
+    python3 bench/cuda/plot_steps.py --attention out.png before=base.json after=bench_cuda.json
+        decode attention alone (BM_DecodeAttention, planned splits, no L2 window): KV bytes
+        read / time as a fraction of each JSON's copy bandwidth, one bar per binary, with the
+        issue's target (0.80 at long contexts, drawn from 16K).
 """
 import json
 import sys
 
 
-def steps(path):
-    """{(batch, context, plan): benchmark entry} of the default variant, and the copy bandwidth in B/s."""
+def runs(path, prefix):
+    """The benchmarks of one JSON named prefix/..., each with its named arguments ("batch:8" ->
+    {"batch": "8"}) and plan, and the copy bandwidth in B/s (None where it was not run)."""
     with open(path) as f:
         benchmarks = json.load(f)["benchmarks"]
-    copy = next(b["bytes_per_s"] for b in benchmarks if b["name"].startswith("BM_CopyBandwidth"))
-    out = {}
+    copy = next((b["bytes_per_s"] for b in benchmarks if b["name"].startswith("BM_CopyBandwidth")), None)
+    out = []
     for b in benchmarks:
-        if not b["name"].startswith("BM_TinyLlamaDecodeStep/"):
-            continue
-        a = dict(p.split(":") for p in b["name"].split("/")[1:] if ":" in p)
-        if a.get("variant") != "2" or a.get("splits", "0") != "0":
-            continue
-        out[(int(a["batch"]), int(a["context"]), "lckv-w2" if a["lckv"] == "1" else "standard")] = b
+        if b["name"].startswith(prefix + "/"):
+            a = dict(p.split(":") for p in b["name"].split("/")[1:] if ":" in p)
+            out.append((a, "lckv-w2" if a["lckv"] == "1" else "standard", b))
     return out, copy
+
+
+def steps(path):
+    """{(batch, context, plan): benchmark entry} of the default variant, and the copy bandwidth in B/s."""
+    entries, copy = runs(path, "BM_TinyLlamaDecodeStep")
+    return {(int(a["batch"]), int(a["context"]), plan): b for a, plan, b in entries
+            if a.get("variant") == "2" and a.get("splits", "0") == "0"}, copy
 
 
 def prefill(path):
     """{(batch, prompt, plan): tokens/s} of BM_TinyLlamaPrefill."""
-    with open(path) as f:
-        benchmarks = json.load(f)["benchmarks"]
-    out = {}
-    for b in benchmarks:
-        if b["name"].startswith("BM_TinyLlamaPrefill/"):
-            a = dict(p.split(":") for p in b["name"].split("/")[1:] if ":" in p)
-            out[(int(a["batch"]), int(a["prompt"]), "lckv-w2" if a["lckv"] == "1" else "standard")] = b["tokens_per_s"]
-    return out
+    entries, _ = runs(path, "BM_TinyLlamaPrefill")
+    return {(int(a["batch"]), int(a["prompt"]), plan): b["tokens_per_s"] for a, plan, b in entries}
 
 
-def draw(png, keys, series, ylabel, title, log=False, targets=False):
-    """Grouped bars: `series` is [(label, {key: value})], one bar per series in each key's group."""
+def decode_attention(path):
+    """{(batch, context, plan): KV bytes read / time over the copy bandwidth} of BM_DecodeAttention
+    (planned splits, no L2 window)."""
+    entries, copy = runs(path, "BM_DecodeAttention")
+    return {(int(a["batch"]), int(a["context"]), plan): b["kv_read_bytes_per_s"] / copy for a, plan, b in entries
+            if a["persist"] == "0" and a["splits"] == "0"}
+
+
+def step_target(key):
+    return 0.70 if key[0] == 1 else 0.80 if key[0] >= 32 else None
+
+
+def draw(png, keys, series, ylabel, title, log=False, target=None):
+    """Grouped bars: `series` is [(label, {key: value})], one bar per series in each key's group;
+    target(key): a red line over the key's group, or None."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -57,18 +73,17 @@ def draw(png, keys, series, ylabel, title, log=False, targets=False):
     width = 0.8 / len(series)
     for i, (label, values) in enumerate(series):
         ax.bar([k + i * width for k in range(len(keys))], [values.get(key, 0.0) for key in keys], width, label=label)
-    if targets:
-        for k, key in enumerate(keys):
-            target = 0.70 if key[0] == 1 else 0.80 if key[0] >= 32 else None
-            if target:
-                ax.hlines(target, k - 0.1, k + 0.9 - 0.1, colors="red", linewidth=1)
+    for k, key in enumerate(keys):
+        line = target(key) if target else None
+        if line:
+            ax.hlines(line, k - 0.1, k + 0.9 - 0.1, colors="red", linewidth=1)
     ax.set_xticks([k + 0.4 - width / 2 for k in range(len(keys))])
     ax.set_xticklabels([f"b{b}\n{c // 1024}K\n{p}" for b, c, p in keys], fontsize=7)
     ax.set_ylabel(ylabel)
     if log:
         ax.set_yscale("log")
-    else:
-        ax.set_ylim(0, 1)
+    else:  # fractions; LCKV's shared KV read from L2 can pass 1
+        ax.set_ylim(0, max([1.0] + [1.05 * v for _, values in series for v in values.values()]))
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
@@ -85,7 +100,7 @@ def roofline_plot(png, labelled):
         fractions = {k: b["bytes_MB"] * 1e6 / copy * 1e3 / b["device_ms"] for k, b in entries.items()}
         series.append((f"{label} (copy {copy / 1e9:.0f} GB/s)", fractions))
     draw(png, sorted(keys), series, "roofline / device time",
-         "TinyLlama-1.1B shape decode step (bf16, CUDA Graph replay); red: target", targets=True)
+         "TinyLlama-1.1B shape decode step (bf16, CUDA Graph replay); red: target", target=step_target)
 
 
 def wall_plot(png, path):
@@ -104,11 +119,21 @@ def prefill_plot(png, labelled):
     draw(png, keys, series, "prompt tokens/s", "TinyLlama-1.1B shape prefill (bf16, iterative)", log=True)
 
 
+def attention_plot(png, labelled):
+    series = [(item.split("=", 1)[0], decode_attention(item.split("=", 1)[1])) for item in labelled]
+    keys = sorted(set().union(*(values.keys() for _, values in series)))
+    draw(png, keys, series, "KV bytes read / time, of copy bandwidth",
+         "decode attention, 22 layers, 32 q / 4 kv heads, d 64, bf16 KV; red: target",
+         target=lambda key: 0.80 if key[1] >= 16384 else None)
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--wall":
         wall_plot(sys.argv[2], sys.argv[3])
     elif len(sys.argv) >= 4 and sys.argv[1] == "--prefill":
         prefill_plot(sys.argv[2], sys.argv[3:])
+    elif len(sys.argv) >= 4 and sys.argv[1] == "--attention":
+        attention_plot(sys.argv[2], sys.argv[3:])
     elif len(sys.argv) >= 3 and not sys.argv[1].startswith("--"):
         roofline_plot(sys.argv[1], sys.argv[2:])
     else:
