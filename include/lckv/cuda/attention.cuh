@@ -666,7 +666,7 @@ __device__ __forceinline__ void accumulate(float (&o)[D / 8][4], const float (&s
 ///   one cluster barrier, then each block merges its slice. No global
 ///   workspace, no arrival counters, no second launch, and no block-level
 ///   merge of the warps first (two barriers and a round trip through shared
-///   memory fewer than merging warps, then splits: 2-8% off the decode
+///   memory fewer than merging warps, then splits: 1-8% off the decode
 ///   attention, docs/benchmarks-cuda.md Update 10).
 /// Q and P are rounded to the KV type for the products (as FlashAttention does);
 /// the softmax, its running max / sum and the accumulation are fp32.
