@@ -124,14 +124,18 @@ struct SplitRange {
   __device__ bool consecutive(int li0, int n) const { return li0 + n <= stop && (li0 >= S || li0 + n <= S); }
 };
 
-__device__ inline SplitRange split_range(const KeySpans& span, int splits, int split) {
-  int S = span.sink_end, B = span.begin, E = span.end;
-  if (E <= B) B = E = S;
+/// Split `split`'s share, in whole key tiles, of the kept keys [0, S) and [B, E).
+__device__ inline SplitRange split_share(int S, int B, int E, int splits, int split) {
   const int count = S + (E - B);
-  int chunk = (count + splits - 1) / splits;
-  chunk = (chunk + kKeyTile - 1) / kKeyTile * kKeyTile;
+  const int chunk = ((count + splits - 1) / splits + kKeyTile - 1) / kKeyTile * kKeyTile;
   const int start = split * chunk;
   return {S, B, count, start, min(count, start + chunk)};
+}
+
+__device__ inline SplitRange split_range(const KeySpans& span, int splits, int split) {
+  const int S = span.sink_end;
+  return span.end <= span.begin ? split_share(S, S, S, splits, split)
+                                : split_share(S, span.begin, span.end, splits, split);
 }
 
 /// The keys a prefill block scans for rows [ra, rb) of its tile: the union of their spans
@@ -154,10 +158,7 @@ __device__ inline SplitRange union_split_range(const KeySpans* spans, int ra, in
     S = 0;
     B = 0;
   }
-  const int count = S + (E - B);
-  const int chunk = ((count + splits - 1) / splits + kKeyTile - 1) / kKeyTile * kKeyTile;
-  const int start = split * chunk;
-  return {S, B, count, start, min(count, start + chunk)};
+  return split_share(S, B, E, splits, split);
 }
 
 /// A decode block's result for query head h, dims [4 * ad4, 4 * ad4 + 4): the
@@ -690,19 +691,19 @@ inline constexpr std::size_t kDecodeSmemBytes = static_cast<std::size_t>(kDecode
 /// its own sum) and the log-sum-exp of the `rows` (at most) query heads the slice touches.
 struct DecodeMerge {
   int G, D, splits, per, rows;
-  __host__ __device__ static DecodeMerge of(int G, int D, int splits) {
+  __host__ __device__ static constexpr DecodeMerge of(int G, int D, int splits) {
     const int per = ((G * D + splits - 1) / splits + 3) / 4 * 4;
     const int rows = (per - 1) / D + 2 < G ? (per - 1) / D + 2 : G;
     return {G, D, splits, per, rows};
   }
-  __host__ __device__ int partials() const { return splits * kDecodeWarps; }
+  __host__ __device__ constexpr int partials() const { return splits * kDecodeWarps; }
   __host__ __device__ int first_row(int r) const { return r * per / D; }
   /// The merge buffer: [partials][per] slices, then [partials][rows] log-sum-exps.
-  __host__ __device__ std::size_t bytes() const {
+  __host__ __device__ constexpr std::size_t bytes() const {
     return static_cast<std::size_t>(partials()) * (per + rows) * sizeof(float);
   }
   /// The largest buffer any group <= kDecodeMaxGroup and split count needs at head_dim D.
-  static std::size_t most_bytes(int D) {
+  static constexpr std::size_t most_bytes(int D) {
     std::size_t most = 0;
     for (int s = 1; s <= kDecodeMaxSplits; ++s) most = std::max(most, of(kDecodeMaxGroup, D, s).bytes());
     return most;
@@ -1318,8 +1319,8 @@ void launch_combine(const attn::Params<Slot>& p, cudaStream_t s) {
 template <class Slot, int D, int Stages>
 std::size_t decode_mma_smem(const attn::Params<Slot>& p) {
   constexpr std::size_t stages = attn::kDecodeSmemBytes<D, Stages>;
-  prepare_kernel(attn::decode_kernel_mma<Slot, D, Stages>, static_cast<int>(stages + attn::DecodeMerge::most_bytes(D)),
-                 /*clusters16=*/true);
+  constexpr std::size_t most = stages + attn::DecodeMerge::most_bytes(D);
+  prepare_kernel(attn::decode_kernel_mma<Slot, D, Stages>, static_cast<int>(most), /*clusters16=*/true);
   return stages + attn::DecodeMerge::of(p.group, D, p.splits).bytes();
 }
 
