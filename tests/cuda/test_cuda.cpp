@@ -685,9 +685,9 @@ TEST_CASE("attention vs CPU: masks x layouts x dtypes x tilings" * doctest::skip
 TEST_CASE("decode on tensor cores vs CPU: long rows, head layouts, forced splits" * doctest::skip(!gpu())) {
   // Decode on tensor cores: long contexts (many splits), the Llama-7B (G 1, d 128) and
   // TinyLlama (G 8, d 64) head layouts, a group whose slices of the merge cut heads unevenly
-  // (G 3) and the largest merge buffer (G 16, d 128), forced splits (16: the largest cluster; 17
-  // is run as 16), contiguous slots (whole tiles take the linear-address path) and paged;
-  // cudatest::attention runs each twice.
+  // (G 3) and the largest merge buffer (G 16, d 128: two copy stages where three would not fit
+  // twice per SM beside it), forced splits (16: the largest cluster; 17 is run as 16), contiguous
+  // slots (whole tiles take the linear-address path) and paged; cudatest::attention runs each twice.
   const std::vector<MaskSpec> long_masks{{false, 0, 0}, {true, 0, 0}, {false, 700, 0}, {true, 7, 0},
                                          {false, 1500, 5}, {true, 1500, 5}};
   const int shapes[5][2] = {{128, 1}, {128, 4}, {64, 8}, {64, 3}, {128, 16}};  // head_dim, group
@@ -724,6 +724,13 @@ TEST_CASE("decode on tensor cores vs CPU: long rows, head layouts, forced splits
             for (std::size_t s = 0; s < c.length.size(); ++s) c.rows.push_back({static_cast<int>(s), c.length[s] - 1});
             c.rows.push_back({0, 0});
             c.rows.push_back({0, 1500});
+            // One split and 30 more rows: a grid (70 blocks) past the deep pipeline's, which for
+            // G 16 / d 128 runs two stages without a cluster.
+            if (splits == 1)
+              for (int i = 0; i < 30; ++i) {
+                const int seq = i % 3;
+                c.rows.push_back({seq, static_cast<int>(rng.below(static_cast<std::uint64_t>(c.length[seq])))});
+              }
             c.q = randn(c.rows.size() * static_cast<std::size_t>(c.heads) * c.head_dim, rng);
             const auto got = cudatest::attention(c);
             CHECK(rel_error(got, cpu_attention(c), "attention") <= tol(t));

@@ -652,7 +652,7 @@ __device__ __forceinline__ void accumulate(float (&o)[D / 8][4], const float (&s
 ///   trip for S, P or O;
 /// - each warp walks its own key tiles of the block's split (tile i of the split
 ///   goes to warp i % kDecodeWarps) with its own online softmax and its own
-///   kDecodeStages-deep cp.async pipeline (K and V tiles, XOR-swizzled rows so
+///   Stages-deep cp.async pipeline (K and V tiles, XOR-swizzled rows so
 ///   ldmatrix is conflict-free): no block-wide barrier per tile; tiles wholly
 ///   inside the row's keys skip the per-key mask and, on linear slots, the
 ///   per-key address arithmetic;
@@ -673,6 +673,11 @@ __device__ __forceinline__ void accumulate(float (&o)[D / 8][4], const float (&s
 /// the softmax, its running max / sum and the accumulation are fp32.
 inline constexpr int kDecodeWarps = 4;
 inline constexpr int kDecodeStages = 3;      ///< cp.async depth at two blocks per SM
+/// At two blocks per SM where the merge buffer does not fit beside kDecodeStages twice (up to
+/// 33 KB at G 16 / d 128, where 17 KB fit on an H100): d 128 with groups above 8, and a few
+/// split counts of G 8 / d 128 and G 16 / d 64. Three stages at one block per SM instead ran
+/// G 16 / d 128 at 1K x 8 41% slower, at 16K x 8 2% faster (docs/benchmarks-cuda.md Update 11).
+inline constexpr int kDecodeShallowStages = 2;
 inline constexpr int kDecodeDeepStages = 4;  ///< at one block per SM: grids of at most half the SMs (batch 1-2)
 inline constexpr int kDecodeBlocksPerSm = 2;  ///< what the shared memory allows; plan_attention fills SMs by it
 inline constexpr int kDecodeMaxGroup = 16;    ///< the MMA's M
@@ -1324,6 +1329,14 @@ std::size_t decode_mma_smem(const attn::Params<Slot>& p) {
   return stages + attn::DecodeMerge::of(p.group, D, p.splits).bytes();
 }
 
+/// Whether decode_kernel_mma blocks at `Stages` with p's merge buffer fit kDecodeBlocksPerSm
+/// times on an SM, as plan_attention counts on.
+template <class Slot, int D, int Stages>
+bool decode_fits_twice(const attn::Params<Slot>& p) {
+  const std::size_t bytes = attn::kDecodeSmemBytes<D, Stages> + attn::DecodeMerge::of(p.group, D, p.splits).bytes();
+  return bytes <= dynamic_smem_per_block(attn::kDecodeBlocksPerSm);
+}
+
 /// decode_kernel_mma with `Stages`-deep copy pipelines over `grid`, the splits of a row
 /// (grid.x) as one cluster.
 template <class Slot, int D, int Stages>
@@ -1377,7 +1390,8 @@ bool decode_runs_deep(const attn::Params<Slot>& p, dim3 grid) {
 }
 
 /// Decode rows (one per block) of 16-bit KV go to decode_kernel_mma (splits,
-/// at most kDecodeMaxSplits, merged inside its cluster), of fp32 KV at head_dim
+/// at most kDecodeMaxSplits, merged inside its cluster; 4 stages deep for small
+/// grids, else 3, or 2 where 3 with the merge buffer would not fit twice per SM), of fp32 KV at head_dim
 /// 64 to decode_kernel; prefill tiles and the rest to attention_kernel, a
 /// small-register variant when few queries share a tile.
 template <class Slot, int D>
@@ -1390,8 +1404,10 @@ bool launch_attention_d(attn::Params<Slot> p, int kv_heads, cudaStream_t s) {
         const dim3 grid(p.splits, kv_heads, p.n);
         if (decode_runs_deep<Slot, D>(p, grid))
           launch_decode_mma<Slot, D, attn::kDecodeDeepStages>(p, grid, s);
-        else
+        else if (decode_fits_twice<Slot, D, attn::kDecodeStages>(p))
           launch_decode_mma<Slot, D, attn::kDecodeStages>(p, grid, s);
+        else
+          launch_decode_mma<Slot, D, attn::kDecodeShallowStages>(p, grid, s);
         return p.out16 != nullptr;
       }
     } else if constexpr (D == 64) {

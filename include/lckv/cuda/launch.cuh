@@ -25,7 +25,9 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <mutex>
 #include <unordered_set>
 #include <utility>
@@ -133,6 +135,16 @@ inline PreparedKernels& prepared_kernels() {
 
 /// The most blocks of a thread-block cluster on sm_90 (the non-portable size; 8 is portable).
 inline constexpr int kMaxClusterBlocks = 16;
+
+/// Dynamic shared memory each of `blocks` resident blocks of a kernel without static shared
+/// memory may take on the current device: the SM's shared memory less the per-block reservation.
+inline std::size_t dynamic_smem_per_block(int blocks) {
+  int dev = 0, per_sm = 0, reserved = 0;
+  LCKV_CUDA_CHECK(cudaGetDevice(&dev));
+  LCKV_CUDA_CHECK(cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
+  LCKV_CUDA_CHECK(cudaDeviceGetAttribute(&reserved, cudaDevAttrReservedSharedMemoryPerBlock, dev));
+  return static_cast<std::size_t>(std::max(0, per_sm / std::max(1, blocks) - reserved));
+}
 
 /// Raises `kernel`'s dynamic shared-memory limit to `smem_bytes` and, with `clusters16`, allows
 /// it clusters of up to 16 blocks; once per kernel. Keyed by the kernel's address, not by its
