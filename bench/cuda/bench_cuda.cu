@@ -145,16 +145,15 @@ void BM_GemmBf16(benchmark::State& state) {
 
 // ------------------------------------------------------- decode attention
 
-/// All layers' decode attention of the TinyLlama shape (32 q / 4 kv heads, d 64,
-/// bf16 KV) at batch B and context S: standard (22 slots, each layer its own)
-/// vs LCKV w=2 (3 slots; 20 layers read the same one). Effective bandwidth =
-/// KV bytes the layers read / time. Arg 3: 1 = L2 persistence window on the
-/// LCKV shared slot. Arg 4: a fixed split count (0: plan_attention's choice).
-/// The 22 launches are replayed as one CUDA Graph, as in a decode step.
-void BM_DecodeAttention(benchmark::State& state) {
+/// All 22 layers' decode attention with `heads` q / `kv_heads` kv heads of head_dim D, bf16
+/// KV, at batch B and context S: standard (22 slots, each layer its own) vs LCKV w=2 (3 slots;
+/// 20 layers read the same one). Effective bandwidth = KV bytes the layers read / time. Arg 3:
+/// 1 = L2 persistence window on the LCKV shared slot. Arg 4: a fixed split count (0:
+/// plan_attention's choice). The 22 launches are replayed as one CUDA Graph, as in a decode step.
+void decode_attention_layers(benchmark::State& state, int heads, int kv_heads, int D) {
   const int S = static_cast<int>(state.range(0)), B = static_cast<int>(state.range(1));
   const bool lckv = state.range(2) != 0, persist = state.range(3) != 0;
-  const int L = 22, heads = 32, kv_heads = 4, D = 64;
+  const int L = 22;
   const LayerPlan plan = lckv ? plans::lckv(L, warmup::Sandwich{2}) : plans::standard(L);
   const CacheGeometry g{plan.num_kv_layers(), kv_heads, D, 2};
   const std::size_t need = contiguous_cache_bytes(g, B, S + 1);
@@ -241,6 +240,13 @@ void BM_DecodeAttention(benchmark::State& state) {
   state.counters["unique_kv_bytes_per_s"] = benchmark::Counter(unique * state.iterations(), benchmark::Counter::kIsRate);
   state.counters["kv_read_MB"] = kv_read / 1e6;
 }
+
+/// The TinyLlama shape's heads: 32 q / 4 kv, d 64 (G 8).
+void BM_DecodeAttention(benchmark::State& state) { decode_attention_layers(state, 32, 4, 64); }
+
+/// A wide GQA group at d 128: 64 q / 4 kv heads (G 16, as Llama-3-405B's 128 / 8), whose merge
+/// buffer (33 KB) does not fit beside three copy stages twice on an SM.
+void BM_WideGroupDecodeAttention(benchmark::State& state) { decode_attention_layers(state, 64, 4, 128); }
 
 // ------------------------------------------------------- per-op breakdown
 
@@ -675,6 +681,12 @@ BENCHMARK(BM_DecodeAttention)
     ->ArgsProduct({{1024, 16384}, {1, 8}, {0}, {0}, {1, 2, 4, 8, 16}})
     ->ArgsProduct({{1024}, {32, 128}, {0}, {0}, {1, 2, 4, 8}})
     ->ArgsProduct({{16384, 32768}, {32}, {0}, {0}, {1, 4, 8}})
+    ->UseManualTime()
+    ->MinTime(0.05)
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_WideGroupDecodeAttention)
+    ->ArgNames({"context", "batch", "lckv", "persist", "splits"})
+    ->ArgsProduct({{1024, 16384}, {1, 8, 32}, {0}, {0}, {0}})
     ->UseManualTime()
     ->MinTime(0.05)
     ->Unit(benchmark::kMicrosecond);
