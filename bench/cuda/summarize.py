@@ -92,6 +92,15 @@ def main(path):
                 f.write(f"{r[0]},{r[1]},{r[2]},{r[3]},{r[4]:.2f},{r[5] / 1e9:.1f},{r[6]:.3f}\n")
         plot(rows, bw, ctx, path.rsplit("/", 1)[0] + "/decode_attention.png")
 
+    wide = find("BM_WideGroupDecodeAttention")
+    if wide:
+        print("\ndecode attention, 22 layers, a wide GQA group (64 q / 4 kv, d 128, bf16 KV)")
+        print(f"{'context':>7} {'batch':>5} {'us':>9} {'of copy':>7} {'splits':>6}")
+        for b in sorted(wide, key=lambda b: (int(args(b)["context"]), int(args(b)["batch"]))):
+            parts = args(b)
+            t_us = b["real_time"] if b["time_unit"] == "us" else b["real_time"] * 1e3
+            print(f"{parts['context']:>7} {parts['batch']:>5} {t_us:>9.1f} {b['kv_read_bytes_per_s'] / bw:>7.2f} {int(b['splits']):>6}")
+
     ops = find("BM_DecodeOps")
     if ops:
         print("\nper-op, TinyLlama shape, one launch (us) and bytes moved / time as a fraction of copy bandwidth")
