@@ -715,6 +715,12 @@ struct DecodeMerge {
   }
 };
 
+/// decode_kernel_mma's dynamic shared memory at `Stages`: the copy stages, then the merge buffer.
+template <int D, int Stages>
+constexpr std::size_t decode_smem_bytes(int group, int splits) {
+  return kDecodeSmemBytes<D, Stages> + DecodeMerge::of(group, D, splits).bytes();
+}
+
 /// Slots whose consecutive positions are rows a fixed stride apart (no ring wrap, no pages).
 template <class Slot>
 inline constexpr bool kLinearPositions = false;
@@ -1326,15 +1332,14 @@ std::size_t decode_mma_smem(const attn::Params<Slot>& p) {
   constexpr std::size_t stages = attn::kDecodeSmemBytes<D, Stages>;
   constexpr std::size_t most = stages + attn::DecodeMerge::most_bytes(D);
   prepare_kernel(attn::decode_kernel_mma<Slot, D, Stages>, static_cast<int>(most), /*clusters16=*/true);
-  return stages + attn::DecodeMerge::of(p.group, D, p.splits).bytes();
+  return attn::decode_smem_bytes<D, Stages>(p.group, p.splits);
 }
 
 /// Whether decode_kernel_mma blocks at `Stages` with p's merge buffer fit kDecodeBlocksPerSm
 /// times on an SM, as plan_attention counts on.
 template <class Slot, int D, int Stages>
 bool decode_fits_twice(const attn::Params<Slot>& p) {
-  const std::size_t bytes = attn::kDecodeSmemBytes<D, Stages> + attn::DecodeMerge::of(p.group, D, p.splits).bytes();
-  return bytes <= dynamic_smem_per_block(attn::kDecodeBlocksPerSm);
+  return attn::decode_smem_bytes<D, Stages>(p.group, p.splits) <= dynamic_smem_per_block(attn::kDecodeBlocksPerSm);
 }
 
 /// decode_kernel_mma with `Stages`-deep copy pipelines over `grid`, the splits of a row
