@@ -177,11 +177,12 @@ RopeStoreResult attention_input(const std::vector<float>& x, const std::vector<R
                                 const std::vector<float>& norm, const std::vector<float>& wq,
                                 const std::vector<float>& wk, const std::vector<float>& wv, int heads, int kv_heads,
                                 int head_dim, float theta, DType wt, int max_len, bool fused, bool packed,
-                                int w_offset) {
+                                int w_offset, int skinny_splits) {
   return with_type(wt, [&](auto tag) {
     using W = decltype(tag);
     cuda::CudaBackend<W> backend;
     backend.set_fusion(fused);
+    backend.set_skinny_splits(skinny_splits);
     ContiguousCache<W, PoisonMemory> cache(CacheGeometry{1, kv_heads, head_dim, static_cast<int>(sizeof(W))},
                                            sequences(rows), max_len);
     const int n = static_cast<int>(rows.size()), qc = heads * head_dim, kc = kv_heads * head_dim;
@@ -212,11 +213,12 @@ RopeStoreResult attention_input(const std::vector<float>& x, const std::vector<R
 
 std::vector<float> mlp(const std::vector<float>& x, int rows, int in, const std::vector<float>& norm,
                        const std::vector<float>& wg, const std::vector<float>& wu, const std::vector<float>& wd, int inter,
-                       DType wt, bool fused, bool packed, int w_offset) {
+                       DType wt, bool fused, bool packed, int w_offset, int skinny_splits) {
   return with_type(wt, [&](auto tag) {
     using W = decltype(tag);
     cuda::CudaBackend<W> backend;
     backend.set_fusion(fused);
+    backend.set_skinny_splits(skinny_splits);
     std::vector<float> stacked = wg;
     if (packed) stacked.insert(stacked.end(), wu.begin(), wu.end());
     auto dg = placed<W>(stacked, w_offset), du = placed<W>(packed ? std::vector<float>{} : wu, w_offset),

@@ -82,16 +82,17 @@ RopeStoreResult rope_store_kv(const std::vector<float>& q, int heads, const std:
 /// unless wk is empty, wk and wv ([kv_heads * head_dim, in]); RoPE at each row's pos (theta > 0);
 /// K and V into a fresh NaN-poisoned contiguous cache of the weight type (max_len positions per
 /// sequence). Returns q and the K and V stored at each row (NaN where nothing was stored).
+/// `skinny_splits` (here and in mlp) forces the skinny GEMM's split-K cluster size (0: its choice).
 RopeStoreResult attention_input(const std::vector<float>& x, const std::vector<RowInfo>& rows, int in,
                                 const std::vector<float>& norm, const std::vector<float>& wq,
                                 const std::vector<float>& wk, const std::vector<float>& wv, int heads, int kv_heads,
                                 int head_dim, float theta, DType wt, int max_len, bool fused, bool packed,
-                                int w_offset = 0);
+                                int w_offset = 0, int skinny_splits = 0);
 /// x + steps::mlp through CudaBackend: x [rows, in] normalised by `norm` (eps 1e-5), gate / up
 /// ([inter, in], back to back in one allocation when `packed`), SwiGLU, down ([in, inter]).
 std::vector<float> mlp(const std::vector<float>& x, int rows, int in, const std::vector<float>& norm,
                        const std::vector<float>& wg, const std::vector<float>& wu, const std::vector<float>& wd, int inter,
-                       DType wt, bool fused, bool packed, int w_offset = 0);
+                       DType wt, bool fused, bool packed, int w_offset = 0, int skinny_splits = 0);
 std::vector<float> rope(const std::vector<float>& x, int cols, int heads, int head_dim, const std::vector<RowInfo>& rows,
                         float theta);
 std::vector<float> swiglu(const std::vector<float>& gate, const std::vector<float>& up);

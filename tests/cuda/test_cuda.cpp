@@ -306,7 +306,8 @@ TEST_CASE("attention_input (RMSNorm, q/k/v, RoPE, K/V into the cache: one GEMV, 
   // GEMM (tiles of whole heads, two 16-row groups at 17-32; head_dim 256 does not fit one and falls
   // back); fp32 at 13-32 rows and 33 rows rmsnorm + cuBLAS + rope_store_kv, as one GEMM over the
   // stacked weights when they are packed. Fusion on and off. q-only layers (no k / v projections)
-  // store nothing.
+  // store nothing. bf16 at 13 and 32 rows also runs the skinny GEMM at forced split-K cluster sizes;
+  // there `in` spans 18 k-tiles, so 16 splits take two rounds of remote loads in its reduction.
   for (DType t : {DType::F32, DType::BF16})
     for (int head_dim : {64, 128, 256})
       for (float theta : {10000.0f, 0.0f})
@@ -319,7 +320,9 @@ TEST_CASE("attention_input (RMSNorm, q/k/v, RoPE, K/V into the cache: one GEMV, 
             CAPTURE(computes_kv);
             CAPTURE(m);
             Rng rng(fresh_seed());
-            const int heads = 4, kv_heads = 2, in = 264, max_len = 500, qc = heads * head_dim, kc = kv_heads * head_dim;
+            const bool forced_splits = t == DType::BF16 && (m == 13 || m == 32);
+            const int heads = 4, kv_heads = 2, in = forced_splits ? 1096 : 264, max_len = 500, qc = heads * head_dim,
+                      kc = kv_heads * head_dim;
             std::vector<RowInfo> rows;
             for (int r = 0; r < m; ++r)  // distinct positions per sequence (r / 3 < 64)
               rows.push_back({r % 3, static_cast<int>(rng.below(max_len / 2)) / 64 * 64 + r / 3});
@@ -338,6 +341,19 @@ TEST_CASE("attention_input (RMSNorm, q/k/v, RoPE, K/V into the cache: one GEMV, 
             };
             auto q_want = project(wq, qc);
             if (theta > 0.0f) cpu::rope({q_want.data(), m, qc}, heads, head_dim, rows.data(), theta);
+            auto k_want = computes_kv ? project(wk, kc) : std::vector<float>{};
+            if (computes_kv && theta > 0.0f) cpu::rope({k_want.data(), m, kc}, kv_heads, head_dim, rows.data(), theta);
+            const auto v_want = computes_kv ? rounded(t, project(wv, kc)) : std::vector<float>{};
+            k_want = rounded(t, k_want);
+            auto check = [&](const cudatest::RopeStoreResult& got) {
+              CHECK(rel_error(got.q, q_want, "attention_input q") <= tol(t));
+              if (computes_kv) {
+                CHECK(rel_error(got.k, k_want, "attention_input k") <= tol(t));
+                CHECK(rel_error(got.v, v_want, "attention_input v") <= tol(t));
+              } else {
+                CHECK(std::all_of(got.k.begin(), got.k.end(), [](float e) { return std::isnan(e); }));
+              }
+            };
             for (int variant = 0; variant < 5; ++variant) {
               const bool fused = variant % 2 == 0, packed = variant == 2 || variant == 3;
               const int w_offset = variant == 4 ? 1 : 0;  // misaligned weights and norm: the unfused path
@@ -345,18 +361,15 @@ TEST_CASE("attention_input (RMSNorm, q/k/v, RoPE, K/V into the cache: one GEMV, 
               CAPTURE(fused);
               CAPTURE(packed);
               CAPTURE(w_offset);
-              const auto got = cudatest::attention_input(x, rows, in, norm, wq, wk, wv, heads, kv_heads, head_dim, theta, t,
-                                                         max_len, fused, packed, w_offset);
-              CHECK(rel_error(got.q, q_want, "attention_input q") <= tol(t));
-              if (computes_kv) {
-                auto k_want = project(wk, kc);
-                if (theta > 0.0f) cpu::rope({k_want.data(), m, kc}, kv_heads, head_dim, rows.data(), theta);
-                CHECK(rel_error(got.k, rounded(t, k_want), "attention_input k") <= tol(t));
-                CHECK(rel_error(got.v, rounded(t, project(wv, kc)), "attention_input v") <= tol(t));
-              } else {
-                CHECK(std::all_of(got.k.begin(), got.k.end(), [](float e) { return std::isnan(e); }));
-              }
+              check(cudatest::attention_input(x, rows, in, norm, wq, wk, wv, heads, kv_heads, head_dim, theta, t, max_len,
+                                              fused, packed, w_offset));
             }
+            if (forced_splits)
+              for (int splits : {1, 3, 16}) {
+                CAPTURE(splits);
+                check(cudatest::attention_input(x, rows, in, norm, wq, wk, wv, heads, kv_heads, head_dim, theta, t,
+                                                max_len, /*fused=*/true, /*packed=*/true, 0, splits));
+              }
           }
 }
 
@@ -401,6 +414,14 @@ TEST_CASE("mlp (RMSNorm, gate/up, SwiGLU, down + residual; packed gate/up as one
           for (std::size_t i = 0; i < got.size(); ++i) got[i] -= x[i];
           CHECK(rel_error(got, want, "mlp") <= tol(t));
         }
+        // The skinny GEMMs at forced split-K cluster sizes (down: the residual staged per share of rows).
+        if (t == DType::BF16 && (m == 13 || m == 32))
+          for (int splits : {1, 3, 16}) {
+            CAPTURE(splits);
+            auto got = cudatest::mlp(x, m, in, norm, wg, wu, wd, inter, t, /*fused=*/true, /*packed=*/true, 0, splits);
+            for (std::size_t i = 0; i < got.size(); ++i) got[i] -= x[i];
+            CHECK(rel_error(got, want, "mlp, forced splits") <= tol(t));
+          }
       }
     }
   }
@@ -478,6 +499,14 @@ TEST_CASE("skinny tensor-core GEMM (9-64 rows, 16- and 32-row blocks, cluster sp
           std::vector<float> acc = y0;
           cpu::linear({xr.data(), m, in}, W.data(), {acc.data(), m, out}, true);
           CHECK(rel_error(cudatest::linear_tc(xm, m, in, W, out, t, &y0), acc, "skinny accumulate") <= tol(t));
+          // The residual is staged per block share of the rows: every share size, and no split.
+          for (int splits : {1, 3, 8, 16})
+            for (int group_rows : {16, 32}) {
+              CAPTURE(splits);
+              CAPTURE(group_rows);
+              CHECK(rel_error(cudatest::linear_tc(xm, m, in, W, out, t, &y0, splits, group_rows), acc,
+                              "skinny accumulate, forced splits") <= tol(t));
+            }
         }
       }
     }

@@ -27,7 +27,11 @@
 ///   - split-K inside a thread-block cluster: the S blocks of a (tile, group) each take
 ///     1/S of `in`, then each sums a 1/S share of the rows over the cluster's shared
 ///     memory (DSMEM, in rank order: deterministic) and runs the epilogue for them. No
-///     partials in global memory, no counters, no second kernel.
+///     partials in global memory, no counters, no second kernel. One cluster barrier
+///     precedes the sums; the second (no block may leave while others read its shared
+///     memory) is arrived at after them and waited on at the end, so the epilogue runs in
+///     between. What the epilogue reads from global memory (the residual of y +=, RoPE's
+///     row positions) is fetched before the reduction, not after it.
 
 #include <cooperative_groups.h>
 #include <cuda_bf16.h>
@@ -124,9 +128,30 @@ constexpr int kStageBytes = kWStageBytes + kXStageBytes<X, GR> + (NORM ? kNormSt
 /// Pipeline depth. Deeper (one block per SM, 5-8 stages) was slower: with so little work per
 /// byte a block is bound by latency, and two or three blocks per SM hide it better.
 constexpr int kStages = 4;
-/// Dynamic shared memory of a block: the pipeline, reused as the epilogue tile.
+/// Dynamic shared memory of a block: the pipeline, reused as the epilogue tile and behind it the
+/// residual of the plain epilogue.
 template <class X, bool NORM, int GR>
-constexpr int kSmemBytes = std::max(kStages * kStageBytes<X, NORM, GR>, GR * kCStride * 4);
+constexpr int kSmemBytes = std::max(kStages * kStageBytes<X, NORM, GR>, GR * (kCStride + kSkinnyTileM) * 4);
+
+__device__ __forceinline__ float add(float a, float b) { return a + b; }
+__device__ __forceinline__ float4 add(float4 a, float4 b) { return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w); }
+
+/// The sum over the cluster's S blocks of the value at `p` in each one's shared memory, in rank
+/// order (deterministic), with up to kSkinnyMaxSplits remote loads in flight before the first add.
+template <class V>
+__device__ __forceinline__ V cluster_sum(const cooperative_groups::cluster_group& cluster, V* p, int S) {
+  V sum{};
+  for (int r0 = 0; r0 < S; r0 += kSkinnyMaxSplits) {
+    V v[kSkinnyMaxSplits];
+#pragma unroll
+    for (int u = 0; u < kSkinnyMaxSplits; ++u)
+      if (r0 + u < S) v[u] = *cluster.map_shared_rank(p, r0 + u);
+#pragma unroll
+    for (int u = 0; u < kSkinnyMaxSplits; ++u)
+      if (r0 + u < S) sum = add(sum, v[u]);
+  }
+  return sum;
+}
 
 /// Byte offset of 16-byte chunk `chunk` of row `r` in a swizzled tile of 128-byte rows.
 __device__ __forceinline__ int swizzled(int r, int chunk) { return r * (kTileK * 2) + ((chunk ^ (r & 7)) * 16); }
@@ -162,11 +187,13 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
                 "the copy and conversion mappings below assume 4 W chunks and 4k x elements per thread");
   constexpr int XStageBytes = kXStageBytes<X, GR>;
   constexpr int StageBytes = kStageBytes<X, NORM, GR>;
+  constexpr int Stages = kStages;
   constexpr int BM = kSkinnyTileM;
   constexpr int TY = GLU ? BM / 2 : BM;  // outputs of y per tile
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ float row_ss[GR];  // NORM: sums of squares of x per row
   __shared__ float inv_freq[ROPE ? kSkinnyTileM / 2 : 1];  // RoPE's frequencies (head_dim divides the tile)
+  __shared__ RowInfo row_info[ROPE ? GR : 1];               // RoPE: the group's rows' (seq, pos)
 
   pdl::allow_next();
 
@@ -227,7 +254,7 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
 
   // Stage `j` (k-tile kbeg + j) of the immutable operands: W and the norm weight's 64 elements.
   auto load_w = [&](int j) {
-    unsigned char* dst = smem + (j % kStages) * StageBytes;
+    unsigned char* dst = smem + (j % Stages) * StageBytes;
     const int k0 = (kbeg + j) * kTileK;
     const bool k_ok = k0 + kc_w * 8 < in;
 #pragma unroll
@@ -246,7 +273,7 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
   // Stage `j` of x: GR rows, zeros past `rows` and `in`.
   auto load_x = [&](int j) {
     const int k0 = (kbeg + j) * kTileK;
-    unsigned char* dst = smem + (j % kStages) * StageBytes + kWStageBytes;
+    unsigned char* dst = smem + (j % Stages) * StageBytes + kWStageBytes;
 #pragma unroll
     for (int i = 0; i < kXCopies; ++i) {
       if (!x_thread[i]) continue;
@@ -257,13 +284,16 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
 
   // Weights are immutable: start streaming them before waiting for the previous kernel.
 #pragma unroll
-  for (int j = 0; j < kStages - 1; ++j)
+  for (int j = 0; j < Stages - 1; ++j)
     if (j < nk) load_w(j);
   if constexpr (ROPE) epi.fill_inv_freq(inv_freq);  // a double pow each: off the critical path
   pdl::wait();
+  // Read once here, not per output in the epilogue, where each read was a round trip to L2.
+  if constexpr (ROPE)
+    if (tid < rows) row_info[tid] = epi.rows[r0 + tid];
   // Group j holds x stage j (group 0 also the early weight stages), so group j done => stage j is in.
 #pragma unroll
-  for (int j = 0; j < kStages - 1; ++j) {
+  for (int j = 0; j < Stages - 1; ++j) {
     if (j < nk) load_x(j);
     ptx::cp_async_commit();
   }
@@ -286,16 +316,16 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
   for (int i = 0; i < kConvRows; ++i) ss[i] = 0.0f;
 
   for (int j = 0; j < nk; ++j) {
-    ptx::cp_async_wait<kStages - 2>();
+    ptx::cp_async_wait<Stages - 2>();
     __syncthreads();  // stage j visible to all; stage j - 1 (overwritten next) and xb consumed by all
-    const int next = j + kStages - 1;
+    const int next = j + Stages - 1;
     if (next < nk) {
       load_w(next);
       load_x(next);
     }
     ptx::cp_async_commit();  // possibly empty: keeps one group per iteration
 
-    const unsigned char* ws = smem + (j % kStages) * StageBytes;
+    const unsigned char* ws = smem + (j % Stages) * StageBytes;
     const unsigned char* xs = ws + kWStageBytes;
     if constexpr (!X16) {
 #pragma unroll
@@ -334,6 +364,26 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
   }
   ptx::cp_async_wait<0>();
   __syncthreads();  // the pipeline's shared memory becomes the epilogue tile
+
+  // Group rows [n_begin, n_end) get this block's epilogue: all of them, or with split-K its share,
+  // summed over the cluster's blocks in rank order.
+  const int per = (rows + S - 1) / S;
+  const int n_begin = min(rows, split * per), n_end = min(rows, n_begin + per);
+  // y += result: this thread's residual entries go into the free shared memory behind the epilogue
+  // tile now, so that their loads overlap the reduction instead of following it.
+  constexpr bool PLAIN = !GLU && !ROPE;
+  static_assert(GR * (kCStride + TY) * 4 <= kSmemBytes<X, NORM, GR>);
+  float* residual = reinterpret_cast<float*>(smem + GR * kCStride * 4);  // [(n_end - n_begin) * TY]
+  if constexpr (PLAIN) {
+    if (a.accumulate) {
+      for (int e = tid; e < (n_end - n_begin) * TY; e += kThreads) {
+        const int o = o0 + e % TY;
+        const float* src = y + static_cast<std::int64_t>(r0 + n_begin + e / TY) * out + o;
+        ptx::cp_async_4(ptx::smem_address(residual + e), o < out ? src : y, o < out);
+      }
+      ptx::cp_async_commit();
+    }
+  }
 
   if constexpr (NORM) {
     // The 16 threads of a row are 16 consecutive lanes.
@@ -375,38 +425,22 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
     __syncthreads();
   }
 
-  // Group rows [n_begin, n_end) get this block's epilogue: all of them, or with split-K its share,
-  // summed over the cluster's blocks in rank order.
-  int n_begin = 0, n_end = rows;
   if (S > 1) {
     const cg::cluster_group cluster = cg::this_cluster();
     cluster.sync();  // every split's tile is in its shared memory
-    const int per = (rows + S - 1) / S;
-    n_begin = min(rows, split * per);
-    n_end = min(rows, n_begin + per);
     constexpr int V4 = BM / 4;
     for (int e = tid; e < (n_end - n_begin) * V4; e += kThreads) {
-      const int off = (n_begin + e / V4) * kCStride + (e % V4) * 4;
-      float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll 4
-      for (int r = 0; r < S; ++r) {
-        const float4 v = *reinterpret_cast<const float4*>(cluster.map_shared_rank(c, r) + off);
-        sum.x += v.x;
-        sum.y += v.y;
-        sum.z += v.z;
-        sum.w += v.w;
-      }
-      *reinterpret_cast<float4*>(c + off) = sum;  // only this block reads or writes its rows' entries
+      float4* p = reinterpret_cast<float4*>(c + (n_begin + e / V4) * kCStride + (e % V4) * 4);
+      *p = cluster_sum(cluster, p, S);  // only this block reads or writes its rows' entries
     }
-    if constexpr (NORM) {
-      for (int n = n_begin + tid; n < n_end; n += kThreads) {
-        float sum = 0.0f;
-        for (int r = 0; r < S; ++r) sum += cluster.map_shared_rank(row_ss, r)[n];
-        row_ss[n] = sum;
-      }
-    }
-    cluster.sync();  // the sums are in, and no block leaves while another still reads its shared memory
+    if constexpr (NORM)
+      for (int n = n_begin + tid; n < n_end; n += kThreads) row_ss[n] = cluster_sum(cluster, row_ss + n, S);
+    // Done with the other blocks' shared memory. The wait is at the end: the epilogue below reads only
+    // this block's rows, so it runs while the slower blocks finish their sums.
+    __cluster_barrier_arrive();
+    __syncthreads();  // the sums are in
   }
+  if constexpr (PLAIN) ptx::cp_async_wait<0>();  // the residual (a no-op without it)
 
   for (int e = tid; e < (n_end - n_begin) * TY; e += kThreads) {
     const int n = n_begin + e / TY, m = e % TY, o = o0 + m;
@@ -422,12 +456,13 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
       else y[yi] = h;
     } else if constexpr (ROPE) {
       const int half = epi.head_dim / 2;  // a tile holds whole heads: the partner is in it
-      epi.store(target, r0 + n, o, v, [&] { return cn[o % epi.head_dim < half ? m + half : m - half] * scale; }, y + yi,
+      epi.store(target, row_info[n], o, v, [&] { return cn[o % epi.head_dim < half ? m + half : m - half] * scale; }, y + yi,
                 epi.theta > 0.0f ? inv_freq[epi.freq_index(o)] : 0.0f);
     } else {
-      y[yi] = a.accumulate ? y[yi] + v : v;
+      y[yi] = a.accumulate ? residual[e] + v : v;
     }
   }
+  if (S > 1) __cluster_barrier_wait();  // no block leaves while another still reads its shared memory
 }
 
 }  // namespace kernels

@@ -225,7 +225,7 @@ __global__ void __launch_bounds__(256, gemv_min_blocks(R, TO))
       float* yo = y + static_cast<std::int64_t>(r0 + r) * out + o;
       if constexpr (ROPE) {
         constexpr int pairs = TY / 2;  // the block's outputs t and t +- pairs are partners
-        epi.store(target, r0 + r, o, sum, [&] { return result(t < pairs ? t + pairs : t - pairs); }, yo, freq);
+        epi.store(target, epi.rows[r0 + r], o, sum, [&] { return result(t < pairs ? t + pairs : t - pairs); }, yo, freq);
       } else if constexpr (GLU) {
         const float u = result(t + TY);
         *yo = sum / (1.0f + expf(-sum)) * u;

@@ -108,15 +108,15 @@ struct RopeStore {
         table[i] = kernels::rope_inv_freq(i, head_dim, theta);
   }
 
-  /// Stores output o of target `target` (0 q, 1 k, 2 v) for row r: q rotated into *yq, k rotated
-  /// and v as it is into the slot at the row's (seq, pos). `partner()` returns the row's output
-  /// o + head_dim / 2 (first half) or o - head_dim / 2 (second half), the rotation's other input;
-  /// it is called only when there is a rotation. `freq`: inv_freq(o) (unused without a rotation).
+  /// Stores output o of target `target` (0 q, 1 k, 2 v) for a row at `ri` (rows[r]): q rotated
+  /// into *yq, k rotated and v as it is into the slot at (seq, pos). `partner()` returns the row's
+  /// output o + head_dim / 2 (first half) or o - head_dim / 2 (second half), the rotation's other
+  /// input; it is called only when there is a rotation. `freq`: inv_freq(o) (unused without a rotation).
   template <class Partner>
-  __device__ void store(int target, int r, int o, float value, Partner partner, float* yq, float freq) const {
+  __device__ void store(int target, const RowInfo& ri, int o, float value, Partner partner, float* yq,
+                        float freq) const {
     using KV = std::remove_cv_t<std::remove_pointer_t<decltype(slot.key(0, 0, 0))>>;
     const int half = head_dim / 2, i = o % head_dim;
-    const RowInfo ri = rows[r];
     if (target < 2 && theta > 0.0f) {  // x[i] = a c - b s, x[i + half] = b c + a s
       float sn, cs;
       sincosf(static_cast<float>(ri.pos) * freq, &sn, &cs);
