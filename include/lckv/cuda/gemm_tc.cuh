@@ -18,8 +18,8 @@
 ///     same 64 of Wu) and a group of 16 or 32 rows (SkinnyOptions::group_rows); the
 ///     groups of a tile are adjacent blocks, so all but the first read its weights from L2;
 ///   - weight tiles [128 x 64] and x tiles [16 or 32 x 64] stream through shared memory with
-///     cp.async in a 4-stage pipeline, the first weight stages issued before waiting for
-///     the previous kernel (launch.cuh); fp32 x is rounded (and normed) once per stage
+///     cp.async in a 4- or 5-stage pipeline (kStages), the first weight stages issued before
+///     waiting for the previous kernel (launch.cuh); fp32 x is rounded (and normed) once per stage
 ///     into a 16-bit tile. W is the mma's A operand, x the B operand, both read with
 ///     ldmatrix from XOR-swizzled 128-byte rows;
 ///   - 8 warps = 4 (32 features each) x 2 (k16 steps of a stage), the two k halves
@@ -125,13 +125,19 @@ template <class X, int GR>
 constexpr int kXStageBytes = GR * kTileK * static_cast<int>(sizeof(X));
 template <class X, bool NORM, int GR>
 constexpr int kStageBytes = kWStageBytes + kXStageBytes<X, GR> + (NORM ? kNormStageBytes : 0);
-/// Pipeline depth. Deeper (one block per SM, 5-8 stages) was slower: with so little work per
-/// byte a block is bound by latency, and two or three blocks per SM hide it better.
-constexpr int kStages = 4;
+/// Pipeline depth: as many stages as fit in kPipelineBytes, 4 or 5. Two blocks per SM must fit
+/// (H100: 227 KB less the static shared memory and 1 KB per block), and a fifth stage lets more
+/// of the weights stream in before the previous kernel ends. Deeper at one block per SM (5-8
+/// stages) was slower: with so little work per byte a block is bound by latency, and two blocks
+/// per SM hide it better.
+constexpr int kPipelineBytes = 104 * 1024;
+template <class X, bool NORM, int GR>
+constexpr int kStages = std::clamp(kPipelineBytes / kStageBytes<X, NORM, GR>, 4, 5);
 /// Dynamic shared memory of a block: the pipeline, reused as the epilogue tile and behind it the
 /// residual of the plain epilogue.
 template <class X, bool NORM, int GR>
-constexpr int kSmemBytes = std::max(kStages * kStageBytes<X, NORM, GR>, GR * (kCStride + kSkinnyTileM) * 4);
+constexpr int kSmemBytes =
+    std::max(kStages<X, NORM, GR> * kStageBytes<X, NORM, GR>, GR * (kCStride + kSkinnyTileM) * 4);
 
 __device__ __forceinline__ float add(float a, float b) { return a + b; }
 __device__ __forceinline__ float4 add(float4 a, float4 b) { return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w); }
@@ -187,7 +193,7 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
                 "the copy and conversion mappings below assume 4 W chunks and 4k x elements per thread");
   constexpr int XStageBytes = kXStageBytes<X, GR>;
   constexpr int StageBytes = kStageBytes<X, NORM, GR>;
-  constexpr int Stages = kStages;
+  constexpr int Stages = kStages<X, NORM, GR>;
   constexpr int BM = kSkinnyTileM;
   constexpr int TY = GLU ? BM / 2 : BM;  // outputs of y per tile
   extern __shared__ __align__(128) unsigned char smem[];
