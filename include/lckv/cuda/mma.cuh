@@ -80,8 +80,8 @@ __device__ __forceinline__ void cp_async_16(std::uint32_t dst, const void* src, 
                : "memory");
 }
 
-/// 4 bytes global -> shared (through L1: the only size below 16 cp.async takes); zero-filled (and
-/// `src` not read) where !valid.
+/// 4 bytes global -> shared, through L1 (.ca: .cg copies only 16 bytes); zero-filled (and `src`
+/// not read) where !valid.
 __device__ __forceinline__ void cp_async_4(std::uint32_t dst, const void* src, bool valid) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0) : "memory");
 }
