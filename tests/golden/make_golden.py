@@ -4,6 +4,10 @@
 Regenerate every fixture with one command (needs torch and transformers 5.x; CPU suffices):
 
     python3 tests/golden/make_golden.py --out tests/golden/fixtures
+    python3 tests/golden/make_golden.py --set cuda --out tests/golden/fixtures_cuda
+
+The second set has the head sizes the CUDA attention kernels are built for (64 and 128); the CUDA
+tests run it on the GPU, the CPU golden test runs both sets.
 
 Optionally also check that models *saved by lckv* load in HF transformers and give lckv's logits:
 
@@ -26,6 +30,7 @@ golden.safetensors}. golden.json carries "format": "lckv-golden" and "format_ver
 Logits are computed in float64 from the stored weights and saved as F32.
 """
 import argparse
+import copy
 import json
 import math
 import os
@@ -78,6 +83,17 @@ def random_model(cfg, seed):
                 p.copy_(0.5 * torch.randn(p.shape, generator=g))
             else:
                 p.copy_(0.15 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def as_stored_float64(model, save_dtype):
+    """The model's weights rounded to `save_dtype` (what a checkpoint stores), held in float64.
+    HF computes RoPE's inverse frequencies in float32 at init; a cast to bf16 / f16 would round them
+    (a real from_pretrained load does not), so HF's own float32 values are kept."""
+    inv_freq = model.model.rotary_emb.inv_freq.detach().clone()
+    model.to(save_dtype).to(torch.float64)
+    with torch.no_grad():
+        model.model.rotary_emb.inv_freq.copy_(inv_freq)
     return model
 
 
@@ -286,22 +302,16 @@ class Case:
 
 
 def hf_case(out, name, note, cfg, seed, save_dtype=torch.float32, shard=None):
-    model = random_model(cfg, seed)
-    # HF computes RoPE's inverse frequencies in float32 at init; casting the model to bf16/f16 and back
-    # would round them (a real from_pretrained load does not), so keep HF's own float32 values.
-    inv_freq = model.model.rotary_emb.inv_freq.detach().clone()
+    model = as_stored_float64(random_model(cfg, seed), save_dtype)
     case = Case(out, name, "hf-transformers", note)
     case.meta["rope_inv_freq"] = "float32"
     kw = {"max_shard_size": shard} if shard else {}
-    model.to(save_dtype)
+    stored = copy.deepcopy(model).to(save_dtype)  # exact: the weights are rounded already
     try:
-        model.save_pretrained(case.dir, safe_serialization=True, **kw)
+        stored.save_pretrained(case.dir, safe_serialization=True, **kw)
     except TypeError:  # a transformers without the argument always writes safetensors
-        model.save_pretrained(case.dir, **kw)
+        stored.save_pretrained(case.dir, **kw)
     assert any(f.endswith(".safetensors") for f in os.listdir(case.dir)), os.listdir(case.dir)
-    model = model.to(torch.float64)  # the stored weights, exactly, in float64
-    with torch.no_grad():
-        model.model.rotary_emb.inv_freq.copy_(inv_freq)
     seq = tokens_for(seed + 1000, 12)
     case.logits("seq", seq, hf_logits(model, seq))
     prompt, new, rows, m = pick_prompt(lambda p, k: hf_greedy(model, p, k), seed + 2000, 5, 8)
@@ -338,13 +348,13 @@ def save_lckv_checkpoint(model, ref, directory, layer_types, passes, sliding_win
         json.dump(conf, f, indent=2)
 
 
-def lckv_case(out, name, note, layer_types, layers, seed, tied, sliding_window=4096, iterative=None, kv_heads=2):
-    cfg = llama_config(layers, kv_heads=kv_heads, tied=tied)
-    model = random_model(cfg, seed).to(torch.float64)
+def lckv_case(out, name, note, layer_types, layers, seed, tied, sliding_window=4096, iterative=None, kv_heads=2,
+              shape=None, save_dtype=torch.float32):
+    cfg = llama_config(layers, kv_heads=kv_heads, tied=tied, **(shape or {}))
+    model = as_stored_float64(random_model(cfg, seed), save_dtype)
     ref = Reference(model, layer_types, sliding_window)
     case = Case(out, name, "lckv-reference", note)
-    save_lckv_checkpoint(model.float(), ref, case.dir, layer_types, (7, 2), sliding_window)
-    model.double()
+    save_lckv_checkpoint(copy.deepcopy(model), ref, case.dir, layer_types, (7, 2), sliding_window, dtype=save_dtype)
     seq = tokens_for(seed + 1000, 12)
     ref.reset()
     seq_rows = ref.sequential(seq)
@@ -443,6 +453,8 @@ def check_lckv_saved(root, report):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="fixture directory (tests/golden/fixtures)")
+    ap.add_argument("--set", choices=["cpu", "cuda"], default="cpu",
+                    help="cpu: small shapes (tests/golden/fixtures); cuda: head_dim 64 / 128 (tests/golden/fixtures_cuda)")
     ap.add_argument("--check-lckv", help="directory of models saved by lckv to load in HF")
     ap.add_argument("--report", help="where the --check-lckv report goes (default OUT/check_lckv_saved.json)")
     args = ap.parse_args()
@@ -462,27 +474,14 @@ def main():
             failed.append(a[1])
             return {"case": a[1], "failed": True}
 
-    cases = [
-        guarded(hf_case, args.out, "hf_tied_mha", "tied embeddings, 4 heads / 4 KV heads", llama_config(2, tied=True), 101),
-        guarded(hf_case, args.out, "hf_gqa_theta_sharded", "untied, GQA 4/2, rope_theta 500000, saved in shards",
-                llama_config(2, kv_heads=2, theta=500000.0), 102, shard="60KB"),
-        guarded(hf_case, args.out, "hf_head_dim", "explicit head_dim 16 (q_dim 64 != hidden 32), GQA 4/2",
-                llama_config(2, kv_heads=2, head_dim=16), 103),
-        guarded(hf_case, args.out, "hf_bf16", "tied, GQA 4/2, stored as BF16", llama_config(2, kv_heads=2, tied=True), 104,
-                save_dtype=torch.bfloat16),
-        guarded(hf_case, args.out, "hf_f16", "tied, GQA 4/1, stored as F16", llama_config(2, kv_heads=1, tied=True), 105,
-                save_dtype=torch.float16),
-        guarded(lckv_case, args.out, "lckv_w2", "LCKV sandwich w=2: 0_2_2_3, untied", "0_2_2_3", 4, 201, tied=False,
-                  iterative=(2, 1)),
-        guarded(lckv_case, args.out, "lckv_top", "LCKV w=0 (pure top): 2_2_2, tied", "2_2_2", 3, 202, tied=True,
-                  iterative=(1, 1)),
-        guarded(lckv_case, args.out, "lckv_cla", "CLA group 2: 0_0_2_2, tied", "0_0_2_2", 4, 203, tied=True),
-        guarded(lckv_case, args.out, "lckv_yoco", "YOCO: 0s_1s_1_1, sliding window 3, tied", "0s_1s_1_1", 4, 204, tied=True,
-                  sliding_window=3),
-    ]
+    if args.set == "cuda":
+        cases = cuda_cases(args.out, guarded)
+    else:
+        cases = cpu_cases(args.out, guarded)
     manifest = {"format": "lckv-golden-manifest", "format_version": FORMAT_VERSION, "torch": torch.__version__,
                 "transformers": transformers.__version__,
-                "command": "python3 tests/golden/make_golden.py --out tests/golden/fixtures", "cases": cases}
+                "command": f"python3 tests/golden/make_golden.py{' --set cuda' if args.set == 'cuda' else ''} --out {args.out}",
+                "cases": cases}
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
     print(json.dumps(manifest, indent=1))
@@ -497,6 +496,44 @@ def main():
             traceback.print_exc()
             ok = False
     sys.exit(0 if ok else 1)
+
+
+def cpu_cases(out, guarded):
+    """Small shapes (head_dim 8 / 16) for the CPU engine and the checkpoint loader."""
+    return [
+        guarded(hf_case, out, "hf_tied_mha", "tied embeddings, 4 heads / 4 KV heads", llama_config(2, tied=True), 101),
+        guarded(hf_case, out, "hf_gqa_theta_sharded", "untied, GQA 4/2, rope_theta 500000, saved in shards",
+                llama_config(2, kv_heads=2, theta=500000.0), 102, shard="60KB"),
+        guarded(hf_case, out, "hf_head_dim", "explicit head_dim 16 (q_dim 64 != hidden 32), GQA 4/2",
+                llama_config(2, kv_heads=2, head_dim=16), 103),
+        guarded(hf_case, out, "hf_bf16", "tied, GQA 4/2, stored as BF16", llama_config(2, kv_heads=2, tied=True), 104,
+                save_dtype=torch.bfloat16),
+        guarded(hf_case, out, "hf_f16", "tied, GQA 4/1, stored as F16", llama_config(2, kv_heads=1, tied=True), 105,
+                save_dtype=torch.float16),
+        guarded(lckv_case, out, "lckv_w2", "LCKV sandwich w=2: 0_2_2_3, untied", "0_2_2_3", 4, 201, tied=False,
+                  iterative=(2, 1)),
+        guarded(lckv_case, out, "lckv_top", "LCKV w=0 (pure top): 2_2_2, tied", "2_2_2", 3, 202, tied=True,
+                  iterative=(1, 1)),
+        guarded(lckv_case, out, "lckv_cla", "CLA group 2: 0_0_2_2, tied", "0_0_2_2", 4, 203, tied=True),
+        guarded(lckv_case, out, "lckv_yoco", "YOCO: 0s_1s_1_1, sliding window 3, tied", "0s_1s_1_1", 4, 204, tied=True,
+                  sliding_window=3),
+    ]
+
+
+def cuda_cases(out, guarded):
+    """Head sizes the CUDA attention kernels are built for (64, 128), 16-bit storage as real checkpoints."""
+    d64 = dict(hidden=128, heads=2, inter=256)  # head_dim 64
+    d128 = dict(hidden=128, heads=4, inter=256, head_dim=128)  # q_dim 512 != hidden
+    return [
+        guarded(hf_case, out, "hf_d64_bf16", "head_dim 64, GQA 2/1, untied, stored as BF16",
+                llama_config(2, kv_heads=1, **d64), 301, save_dtype=torch.bfloat16),
+        guarded(hf_case, out, "hf_d128_f16", "explicit head_dim 128, GQA 4/1, rope_theta 500000, tied, stored as F16",
+                llama_config(2, kv_heads=1, tied=True, theta=500000.0, **d128), 302, save_dtype=torch.float16),
+        guarded(lckv_case, out, "lckv_w2_d64", "LCKV sandwich w=2: 0_2_2_3, head_dim 64, GQA 2/1, stored as BF16",
+                "0_2_2_3", 4, 303, tied=False, iterative=(2, 1), kv_heads=1, shape=d64, save_dtype=torch.bfloat16),
+        guarded(lckv_case, out, "lckv_yoco_d64", "YOCO: 0s_1s_1_1, sliding window 3, head_dim 64, tied, stored as BF16",
+                "0s_1s_1_1", 4, 304, tied=True, sliding_window=3, kv_heads=1, shape=d64, save_dtype=torch.bfloat16),
+    ]
 
 
 if __name__ == "__main__":

@@ -1,69 +1,24 @@
 // Golden tests: lckv loads checkpoints written by HF transformers' save_pretrained
 // (and by an independent PyTorch reference of the LCKV semantics) and must
 // reproduce the logits they recorded within 1e-4 relative, and their greedy
-// tokens exactly. Fixtures: tests/golden/fixtures, made by tests/golden/make_golden.py.
+// tokens exactly. Fixtures: tests/golden/fixtures and tests/golden/fixtures_cuda, made by
+// tests/golden/make_golden.py.
 
 #include <doctest/doctest.h>
 
-#include <cmath>
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 
-#include "lckv/io/checkpoint.hpp"
-#include "lckv/lckv.hpp"
+#include "../golden/golden_support.hpp"
 
 using namespace lckv;
-using json = nlohmann::json;
+using namespace lckv::golden;
 using Cache = ContiguousCache<float>;
 using Model = Transformer<CpuBackend, Cache>;
 
 namespace {
 
-constexpr int kFormatVersion = 1;
 constexpr double kRelTol = 1e-4;
-
-json read_json(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  REQUIRE_MESSAGE(in.good(), "cannot open " << p << " (regenerate: python3 tests/golden/make_golden.py --out tests/golden/fixtures)");
-  return json::parse(in);
-}
-
-/// max |got - want| / max |want| over rows of `vocab`; reports the first row/col over tolerance.
-struct Diff {
-  double rel = 0;
-  int worst_row = -1, worst_col = -1;
-};
-
-Diff compare(std::span<const float> got, std::span<const float> want, int vocab) {
-  REQUIRE(got.size() == want.size());
-  double scale = 0, worst = 0;
-  for (float w : want) scale = std::max(scale, static_cast<double>(std::fabs(w)));
-  Diff d;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    const double e = std::fabs(static_cast<double>(got[i]) - want[i]);
-    if (e > worst) {
-      worst = e;
-      d.worst_row = static_cast<int>(i) / vocab;
-      d.worst_col = static_cast<int>(i) % vocab;
-    }
-  }
-  d.rel = worst / std::max(scale, 1e-30);
-  return d;
-}
-
-PrefillMode mode_of(const json& check) {
-  const std::string p = check.at("prefill");
-  return p == "any" ? PrefillMode::Auto : parse_prefill_mode(p);
-}
-
-ModelConfig config_for(const LoadedModel& m, const json& check) {
-  ModelConfig c = m.config();
-  if (check.contains("forward_passes"))
-    c.passes = PassCounts{check["forward_passes"].get<int>(), check["backward_passes"].get<int>()};
-  return c;
-}
 
 void run_logits_check(const LoadedModel& m, const json& check, const SafetensorsFile& golden, double tol) {
   const ModelConfig config = config_for(m, check);
@@ -74,16 +29,11 @@ void run_logits_check(const LoadedModel& m, const json& check, const Safetensors
   const int seq = cache.open();
   const SequenceChunk chunk{seq, tokens};
   const Logits out = model.forward({&chunk, 1}, cache, {mode_of(check), true});
-  // An acyclic plan is exact in one pass, so lckv reports it as iterative whatever was asked.
-  if (check.at("prefill") != "any" && config.plan.any_attends_top()) CHECK(out.mode_used[0] == mode_of(check));
+  if (mode_is_checked(config, check)) CHECK(out.mode_used[0] == mode_of(check));
   const Diff d = compare(out.data.span(), want, out.vocab);
   INFO("max relative error " << d.rel << " at row " << d.worst_row << ", token id " << d.worst_col);
   CHECK(d.rel <= tol);
-  // The greedy choice at every position agrees too.
-  int argmax_mismatch = 0;
-  for (int r = 0; r < out.rows; ++r)
-    argmax_mismatch += argmax(out.row(r)) != argmax(std::span<const float>(want).subspan(static_cast<std::size_t>(r) * out.vocab, out.vocab));
-  CHECK(argmax_mismatch == 0);
+  CHECK(argmax_mismatches(out.data.span(), want, out.vocab) == 0);  // the greedy choice at every position
 }
 
 void run_greedy_check(const LoadedModel& m, const json& check, const SafetensorsFile& golden, double tol) {
@@ -102,7 +52,7 @@ void run_greedy_check(const LoadedModel& m, const json& check, const Safetensors
     std::vector<float> got;
     SequenceChunk chunk{seq, prompt};
     Logits out = model.forward({&chunk, 1}, cache, {mode, false});
-    if (check.at("prefill") != "any" && config.plan.any_attends_top()) CHECK(out.mode_used[0] == mode);
+    if (mode_is_checked(config, check)) CHECK(out.mode_used[0] == mode);
     for (std::size_t k = 0; k < expect.size(); ++k) {
       got.insert(got.end(), out.last(0).begin(), out.last(0).end());
       if (k + 1 == expect.size()) break;
@@ -123,25 +73,18 @@ void run_greedy_check(const LoadedModel& m, const json& check, const Safetensors
   options.prefill = mode;
   const auto results = generate(model, cache, {request}, options);
   CHECK(results[0].tokens == expect);
-  if (check.at("prefill") != "any" && config.plan.any_attends_top()) CHECK(results[0].prefill_mode == mode);
+  if (mode_is_checked(config, check)) CHECK(results[0].prefill_mode == mode);
 }
 
-}  // namespace
-
-TEST_CASE("golden: HF transformers and the LCKV reference, logits within 1e-4 and greedy tokens exact") {
-  const std::filesystem::path root = LCKV_GOLDEN_DIR;
-  const json manifest = read_json(root / "manifest.json");
-  REQUIRE(manifest.at("format_version").get<int>() == kFormatVersion);
-  const auto& cases = manifest.at("cases");
-  REQUIRE(cases.size() >= 9);
+/// Every check of every case in a fixture directory; returns the number of checks.
+int run_fixture_set(const std::filesystem::path& root) {
+  const json manifest = read_manifest(root);
   int checks = 0;
-  for (const auto& c : cases) {
+  for (const auto& c : manifest.at("cases")) {
     const std::string name = c.at("case");
     CAPTURE(name);
     const LoadedModel m = load_model_dir(root / name);
-    const json g = read_json(root / name / "golden.json");
-    REQUIRE(g.at("format") == "lckv-golden");
-    REQUIRE(g.at("format_version").get<int>() == kFormatVersion);
+    const json g = read_case(root / name);
     const SafetensorsFile golden(root / name / "golden.safetensors");
     // HF keeps RoPE frequencies in float32 whatever the weights' dtype; fixtures say so.
     if (g.at("source") == "hf-transformers") REQUIRE(g.at("rope_inv_freq") == "float32");
@@ -153,8 +96,16 @@ TEST_CASE("golden: HF transformers and the LCKV reference, logits within 1e-4 an
       ++checks;
     }
   }
-  MESSAGE(checks << " golden checks over " << cases.size() << " fixtures");
-  CHECK(checks >= 20);
+  MESSAGE(checks << " golden checks over " << manifest.at("cases").size() << " fixtures in " << root);
+  return checks;
+}
+
+}  // namespace
+
+TEST_CASE("golden: HF transformers and the LCKV reference, logits within 1e-4 and greedy tokens exact") {
+  CHECK(run_fixture_set(LCKV_GOLDEN_DIR) >= 20);
+  // The CUDA tests' fixtures (head_dim 64 / 128) hold on the CPU too.
+  CHECK(run_fixture_set(LCKV_GOLDEN_CUDA_DIR) >= 10);
 }
 
 TEST_CASE("golden: fixtures exercise what they claim") {
@@ -175,7 +126,7 @@ TEST_CASE("golden: fixtures exercise what they claim") {
   CHECK_FALSE(SafetensorsFile(root / "lckv_w2" / "model.safetensors").find("model.layers.1.self_attn.k_proj.weight"));
   CHECK(load_config_json(root / "lckv_yoco" / "config.json").config.attention.sliding_window == 3);
   // The iterative fixture really is approximate (m + b < n), so matching it tests m and b.
-  const json g = read_json(root / "lckv_w2" / "golden.json");
+  const json g = read_case(root / "lckv_w2");
   CHECK(g.at("iterative_vs_sequential_max_abs_diff").get<double>() > 1e-3);
 }
 
