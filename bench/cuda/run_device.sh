@@ -22,6 +22,7 @@ mkdir -p "$out"
 deps="$root/.device-deps/usr"
 export LD_LIBRARY_PATH="$deps/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
 export PATH="/usr/local/cuda/bin:$PATH"
+export LCKV_GOLDEN_CUDA_DIR="$root/tests/golden/fixtures_cuda"  # test_cuda's fixtures, wherever it was built
 log() { echo "== $*" | tee -a "$out/summary.txt"; }
 
 {
