@@ -627,13 +627,19 @@ std::vector<float> cpu_attention(const cudatest::AttentionCase& c) {
 
 // Host code only: runs in CI without a device. The expected counts are the fastest ones of the
 // forced-split sweep on an H100 (docs/benchmarks-cuda.md) for the TinyLlama head layout.
-TEST_CASE("attention split plan: decode fills the SMs (at most one split per 512 keys, 16 in all); prefill tiles") {
+TEST_CASE("attention split plan: decode fills the SMs, or half of them for long rows (at most one split per 512 keys, "
+          "16 in all); prefill tiles") {
   const int sms = 132, heads = 32, kv_heads = 4;
   CHECK(cudatest::planned_splits(1, heads, kv_heads, false, sms, 2048) == 4);    // 1K keys, 1 row
   CHECK(cudatest::planned_splits(1, heads, kv_heads, false, sms, 32768) == 16);  // 16K keys, 1 row
-  CHECK(cudatest::planned_splits(8, heads, kv_heads, false, sms, 2048) == 4);
-  CHECK(cudatest::planned_splits(8, heads, kv_heads, false, sms, 32768) == 8);   // 256 blocks: one wave
-  CHECK(cudatest::planned_splits(32, heads, kv_heads, false, sms, 32768) == 2);
+  CHECK(cudatest::planned_splits(8, heads, kv_heads, false, sms, 2048) == 4);    // 128 blocks: one wave
+  // Long rows: blocks alone on half the SMs (64 blocks), where so few (row, kv head) pairs allow it.
+  CHECK(cudatest::planned_splits(2, heads, kv_heads, false, sms, 32768) == 8);
+  CHECK(cudatest::planned_splits(8, heads, kv_heads, false, sms, 8192) == 2);
+  CHECK(cudatest::planned_splits(8, heads, kv_heads, false, sms, 32768) == 2);
+  CHECK(cudatest::planned_splits(16, heads, kv_heads, false, sms, 32768) == 1);
+  CHECK(cudatest::planned_splits(8, heads, kv_heads, false, sms, 4096) == 8);    // below kDecodeLongKeys: both slots
+  CHECK(cudatest::planned_splits(32, heads, kv_heads, false, sms, 32768) == 2);  // 128 pairs: 256 blocks, one wave
   CHECK(cudatest::planned_splits(256, heads, kv_heads, false, sms, 2048) == 1);
   CHECK(cudatest::planned_splits(1, heads, kv_heads, false, sms, 256) == 1);     // short rows: no split
   CHECK(cudatest::planned_splits(1024, heads, kv_heads, true, sms, 2048) == 2);  // prefill tiles: unchanged

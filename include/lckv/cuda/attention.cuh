@@ -678,7 +678,10 @@ inline constexpr int kDecodeStages = 3;      ///< cp.async depth at two blocks p
 /// split counts of G 8 / d 128 and G 16 / d 64. Three stages at one block per SM instead ran
 /// G 16 / d 128 at 1K x 8 41% slower, at 16K x 8 2% faster (docs/benchmarks-cuda.md Update 11).
 inline constexpr int kDecodeShallowStages = 2;
-inline constexpr int kDecodeDeepStages = 4;  ///< at one block per SM: grids of at most half the SMs (batch 1-2)
+inline constexpr int kDecodeDeepStages = 4;  ///< at one block per SM: grids of at most half the SMs
+/// Rows of at least this many keys (plan_attention's `max_keys` bound) take the splits that keep
+/// a decode grid within half the SMs, where there are few enough rows for that.
+inline constexpr int kDecodeLongKeys = 8192;
 inline constexpr int kDecodeBlocksPerSm = 2;  ///< what the shared memory allows; plan_attention fills SMs by it
 inline constexpr int kDecodeMaxGroup = 16;    ///< the MMA's M
 inline constexpr int kDecodeMaxSplits = kMaxClusterBlocks;  ///< a row's splits form one cluster
@@ -1263,13 +1266,19 @@ bool prefill_on_tensor_cores(const Slot& slot, int heads) {
 /// tiles, and key splits up to a few blocks per SM (`prefill_mma`, tiles on tensor
 /// cores: only up to one block per SM, since there the split merge costs about as
 /// much as the attention itself: 1K rows x 1, H100, docs/benchmarks-cuda.md).
-/// Decode (one row per block):
-/// the fewest splits whose blocks fill the SMs' decode_kernel_mma slots evenly
-/// (>= 90% of the last wave busy), since every split of a row costs the same,
-/// but at most one split per 512 keys and kDecodeMaxSplits in all: with few
-/// rows the split merge, not the key stream, sets the time (forced-split sweep
-/// on an H100, docs/benchmarks-cuda.md: 1K keys x 1 row fastest at 4 splits,
-/// 16K x 1 at 16, where the uncapped plan took 16 and 60).
+/// Decode (one row per block), at most one split per 512 keys and kDecodeMaxSplits
+/// in all: with few rows the split merge, not the key stream, sets the time
+/// (forced-split sweep on an H100, docs/benchmarks-cuda.md: 1K keys x 1 row
+/// fastest at 4 splits, 16K x 1 at 16, where the uncapped plan took 16 and 60).
+/// - Long rows (kDecodeLongKeys) of few (row, kv head) pairs: as many splits as
+///   keep the grid within half the SMs, so that every block runs alone on its SM
+///   with the deep pipeline (decode_runs_deep) and the next kernel's blocks find
+///   free SMs. At 2-16 rows x 4K-32K keys that was 3-16% faster than filling
+///   both block slots of every SM (8 x 16K: 2 splits 1087 us, 8 splits 1240;
+///   16 x 32K: 1 split 3993 us, 4 splits 4537; Update 14).
+/// - Otherwise the fewest splits whose blocks fill the SMs' decode_kernel_mma
+///   slots evenly (>= 90% of the last wave busy), since every split of a row
+///   costs the same.
 /// `max_keys` (a bound on any row's key count, e.g. a power of two above the
 /// longest position) keeps at least two key tiles per split.
 inline AttentionLaunch plan_attention(int n, int heads, int kv_heads, bool prefill_rows, int num_sms,
@@ -1287,8 +1296,12 @@ inline AttentionLaunch plan_attention(int n, int heads, int kv_heads, bool prefi
     l.splits = std::min(l.splits, most);
     return l;
   }
-  const long slots = static_cast<long>(num_sms) * attn::kDecodeBlocksPerSm;
   const int decode_most = std::max(1, std::min({most, max_keys / 512, attn::kDecodeMaxSplits}));
+  if (const long alone = num_sms / 2 / blocks; max_keys >= attn::kDecodeLongKeys && alone >= 1) {
+    l.splits = static_cast<int>(std::min<long>(decode_most, alone));
+    return l;
+  }
+  const long slots = static_cast<long>(num_sms) * attn::kDecodeBlocksPerSm;
   double best = 0.0;
   for (int s = 1; s <= decode_most; ++s) {
     const long b = blocks * s, waves = (b + slots - 1) / slots;
