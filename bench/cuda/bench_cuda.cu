@@ -558,16 +558,17 @@ void BM_TinyLlamaDecodeStep(benchmark::State& state) {
   randomize(cache.slot(0).v, cache.allocated_bytes() / 4, 7);
   Transformer<lc::CudaBackend<bf16>, Cache> model(m.config, m.weights.view());
   // variant: 0 = a launch per plain op, serialised launches, cuBLAS above 8 rows; 1 = fused steps,
-  // serialised; 2 = fused steps, overlapped launches, the skinny tensor-core GEMM at 9-32 rows (the
+  // serialised; 2 = fused steps, overlapped launches, the skinny tensor-core GEMM at 2-32 rows (the
   // default); 3 = 2 with cuBLAS instead of the skinny GEMM (norm, RoPE, SwiGLU as launches of their own);
   // 4 = 2 with the skinny GEMM up to 64 rows; 5 = 4 with 16-row blocks only (its blocking before
-  // 32-row blocks).
+  // 32-row blocks); 6 = 2 with the GEMV up to 8 rows (the routing before Update 14).
   // `splits` forces the skinny GEMM's cluster size (0: its own choice).
   const int variant = static_cast<int>(state.range(3));
   model.backend().set_fusion(variant >= 1);
   model.backend().set_skinny(variant != 0 && variant != 3);
   if (variant == 4 || variant == 5) model.backend().set_skinny_rows(64, 64);
   if (variant == 5) model.backend().set_skinny_group_rows(16);
+  if (variant == 6) model.backend().set_gemv_rows(8);
   model.backend().set_skinny_splits(static_cast<int>(state.range(4)));  // 0: the launcher's choice
   lc::set_overlapped_launches(variant >= 2);
   std::vector<int> seqs;
@@ -716,7 +717,7 @@ BENCHMARK(BM_TinyLlamaDecodeStep)
     ->ArgNames({"batch", "context", "lckv", "variant", "splits"})
     ->ArgsProduct({{1}, {1024, 8192}, {0, 1}, {0, 1, 2}, {0}})
     ->ArgsProduct({{16, 32, 64, 128}, {1024, 8192}, {0, 1}, {0, 2, 3}, {0}})
-    ->ArgsProduct({{4, 8}, {1024, 8192}, {0, 1}, {2}, {0}})
+    ->ArgsProduct({{2, 4, 8}, {1024, 8192}, {0, 1}, {2, 6}, {0}})
     ->ArgsProduct({{16}, {1024}, {0}, {2}, {1, 2, 4, 8}})
     ->ArgsProduct({{32, 64}, {1024, 8192}, {0, 1}, {4, 5}, {0}})
     ->Iterations(40)

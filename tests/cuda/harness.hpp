@@ -62,8 +62,8 @@ int skinny_splits(int blocks, int ktiles, int num_sms, int forced);
 /// The skinny GEMM's rows per block for `rows` rows, `forced` as SkinnyOptions::group_rows.
 int skinny_group_rows(int rows, int forced);
 /// RMSNorm(x; norm, eps) W_s^T for each matrix w[s] ([out[s], in]) through CudaBackend::norm_project
-/// (one launch when `fused` and rows <= 8, or 9-64 rows of 16-bit weights; else rmsnorm + linear
-/// each); outputs concatenated.
+/// (one launch when `fused`: the GEMV at 1-8 rows of fp32 weights or 1 row of 16-bit ones, the
+/// skinny GEMM at 2-64 rows of 16-bit weights; else rmsnorm + linear each); outputs concatenated.
 std::vector<float> norm_project(const std::vector<float>& x, int rows, int in, const std::vector<float>& norm, float eps,
                                 const std::vector<std::vector<float>>& w, const std::vector<int>& out, DType wt,
                                 bool fused, int w_offset = 0);
@@ -76,7 +76,7 @@ RopeStoreResult rope_store_kv(const std::vector<float>& q, int heads, const std:
                               const std::vector<float>& v, int kv_heads, int head_dim, const std::vector<RowInfo>& rows,
                               float theta, DType kv, int max_len);
 /// steps::attention_input through CudaBackend (one launch when `fused` and rows <= 64: the GEMV,
-/// or the skinny GEMM at 9-64 rows of 16-bit weights; with `packed` q / k / v lie back to back in
+/// or the skinny GEMM at 2-64 rows of 16-bit weights; with `packed` q / k / v lie back to back in
 /// one allocation, so the other rows up to 256 take one cuBLAS GEMM):
 /// x [rows, in] normalised by `norm` (eps 1e-5), projected by wq ([heads * head_dim, in]) and,
 /// unless wk is empty, wk and wv ([kv_heads * head_dim, in]); RoPE at each row's pos (theta > 0);

@@ -74,6 +74,10 @@ double rel_error(const std::vector<float>& got, const std::vector<float>& want, 
 
 double tol(DType t) { return t == DType::F32 ? 1e-5 : 1e-2; }
 
+/// Whether Gemm sends `rows` rows of `t` weights to the GEMV, which reads x in fp32 (the skinny
+/// GEMM and cuBLAS take it rounded to the weight type): 1-8 rows of fp32 weights, one of 16-bit.
+bool via_gemv(DType t, int rows) { return rows <= (t == DType::F32 ? 8 : 1); }
+
 /// silu(x Wg^T) * (x Wu^T) on the CPU. x: [m, in]; wg, wu: [inter, in]; result [m, inter].
 std::vector<float> swiglu_reference(const std::vector<float>& x, int m, int in, const std::vector<float>& wg,
                                     const std::vector<float>& wu, int inter) {
@@ -144,10 +148,13 @@ TEST_CASE("embed, rmsnorm, linear vs CPU" * doctest::skip(!gpu())) {
   }
 }
 
-TEST_CASE("linear: GEMV tilings (outputs per block 1 / 4 / 8, 1-8 rows; cuBLAS above) vs CPU" * doctest::skip(!gpu())) {
+TEST_CASE("linear: GEMV tilings (outputs per block 1 / 4 / 8, 1-8 rows) and Gemm::linear's routing vs CPU" *
+          doctest::skip(!gpu())) {
   // Shapes chosen so that every tile width of kernels::gemv runs (the width follows `out` vs the SM
   // count) with `out` not a multiple of the tile and `in` not a multiple of 256 chunks; rows 1..8 cover
-  // R = 1, 2, 4, 8 (Gemm::kGemvRows = 8); 13 and 32 rows take cuBLAS (x rounded to the weight type).
+  // R = 1, 2, 4, 8, called directly. Through Gemm::linear the GEMV takes 1-8 rows of fp32 weights and
+  // one row of 16-bit weights; the skinny GEMM and cuBLAS take the rest with x rounded to the
+  // weight type (a skinny GEMM launch is not fed unrounded x).
   const int shapes[][2] = {{1000, 520}, {2006, 520}, {5003, 256}, {256, 2048}, {3, 64}, {32000 / 8 + 5, 136}};
   for (DType t : {DType::F32, DType::BF16, DType::F16}) {
     const std::string dtype_name = cudatest::name(t);
@@ -161,15 +168,20 @@ TEST_CASE("linear: GEMV tilings (outputs per block 1 / 4 / 8, 1-8 rows; cuBLAS a
       for (int m : {1, 2, 3, 5, 8, 13, 32}) {
         CAPTURE(m);
         const auto xm = randn(static_cast<std::size_t>(m) * in, rng, 3.0f);
-        const auto xr = m <= 8 ? xm : rounded(t, xm);
+        const auto xr = via_gemv(t, m) ? xm : rounded(t, xm);
         std::vector<float> y(static_cast<std::size_t>(m) * out);
         cpu::linear({xr.data(), m, in}, W.data(), {y.data(), m, out});
-        CHECK(rel_error(cudatest::linear(xm, m, in, W, out, t, nullptr), y, "gemv") <= tol(t));
+        CHECK(rel_error(cudatest::linear(xm, m, in, W, out, t, nullptr), y, "Gemm::linear") <= tol(t));
+        if (m <= 8) {
+          std::vector<float> exact(static_cast<std::size_t>(m) * out);
+          cpu::linear({xm.data(), m, in}, W.data(), {exact.data(), m, out});
+          CHECK(rel_error(cudatest::gemv_direct(xm, m, in, W, out, t, 0), exact, "gemv") <= tol(t));
+        }
         if (m == 3 || m == 13) {
           const auto y0 = randn(y.size(), rng);
           std::vector<float> acc = y0;
           cpu::linear({xr.data(), m, in}, W.data(), {acc.data(), m, out}, true);
-          CHECK(rel_error(cudatest::linear(xm, m, in, W, out, t, &y0), acc, "gemv accumulate") <= tol(t));
+          CHECK(rel_error(cudatest::linear(xm, m, in, W, out, t, &y0), acc, "Gemm::linear accumulate") <= tol(t));
         }
         if (m == 3 || m == 13) {
           // Weights one element off 16-byte alignment: the GEMV and the skinny GEMM load 16 bytes
@@ -201,10 +213,10 @@ TEST_CASE("gate_up_swiglu (fused GEMV with SwiGLU epilogue) vs CPU" * doctest::s
       CAPTURE(in);
       const auto Wg = rounded(t, randn(static_cast<std::size_t>(out) * in, rng, 0.05f));
       const auto Wu = rounded(t, randn(static_cast<std::size_t>(out) * in, rng, 0.05f));
-      for (int m : {1, 2, 5, 8, 13, 40}) {  // 13: the skinny GEMM (fp32: cuBLAS); 40: cuBLAS (16-bit: x rounded)
+      for (int m : {1, 2, 5, 8, 13, 40}) {  // 2-13: the skinny GEMM (fp32: the GEMV, cuBLAS); 40: cuBLAS
         CAPTURE(m);
         const auto xm = randn(static_cast<std::size_t>(m) * in, rng, 3.0f);
-        const auto xr = m <= 8 ? xm : rounded(t, xm);
+        const auto xr = via_gemv(t, m) ? xm : rounded(t, xm);
         auto g = swiglu_reference(xr, m, in, Wg, Wu, out);
         CHECK(rel_error(cudatest::gate_up_swiglu(xm, m, in, Wg, Wu, out, t, true), g, "gate_up_swiglu") <= tol(t));
         if (m == 5)
@@ -214,7 +226,7 @@ TEST_CASE("gate_up_swiglu (fused GEMV with SwiGLU epilogue) vs CPU" * doctest::s
         const auto norm = rounded(t, randn(static_cast<std::size_t>(in), rng, 0.3f));
         std::vector<float> xn(xm.size());
         cpu::rmsnorm({xm.data(), m, in}, norm.data(), 1e-5f, {xn.data(), m, in});
-        if (m > 8) xn = rounded(t, xn);
+        if (!via_gemv(t, m)) xn = rounded(t, xn);
         g = swiglu_reference(xn, m, in, Wg, Wu, out);
         for (bool fused : {true, false})
           CHECK(rel_error(cudatest::gate_up_swiglu(xm, m, in, Wg, Wu, out, t, fused, &norm), g,
@@ -249,7 +261,7 @@ TEST_CASE("norm_project (RMSNorm + 1-3 projections in one GEMV launch) vs CPU" *
         const auto x = randn(static_cast<std::size_t>(m) * in, rng, 2.0f);
         std::vector<float> xn(x.size());
         cpu::rmsnorm({x.data(), m, in}, norm.data(), 1e-5f, {xn.data(), m, in});
-        if (m > 8 && t != DType::F32) xn = rounded(t, xn);  // cuBLAS takes x in the weight type
+        if (!via_gemv(t, m)) xn = rounded(t, xn);  // the skinny GEMM and cuBLAS take x in the weight type
         std::vector<float> want;
         for (std::size_t s = 0; s < W.size(); ++s) {
           const int out = outs[shape][s];
@@ -304,9 +316,9 @@ TEST_CASE("rope_store_kv (RoPE of q and k, K/V into the cache in one launch) vs 
 
 TEST_CASE("attention_input (RMSNorm, q/k/v, RoPE, K/V into the cache: one GEMV, or one packed GEMM) vs CPU" *
           doctest::skip(!gpu())) {
-  // 1-8 rows take the fused GEMV (outputs in rotation pairs), 13-32 rows of bf16 the fused skinny
-  // GEMM (tiles of whole heads, two 16-row groups at 17-32; head_dim 256 does not fit one and falls
-  // back); fp32 at 13-32 rows and 33 rows rmsnorm + cuBLAS + rope_store_kv, as one GEMM over the
+  // The fused GEMV (outputs in rotation pairs) takes 1 row of bf16 and 1-8 of fp32, the fused skinny
+  // GEMM 3-32 rows of bf16 (tiles of whole heads, two 16-row groups at 17-32; head_dim 256 does not
+  // fit one and falls back); fp32 at 13-32 rows and 33 rows rmsnorm + cuBLAS + rope_store_kv, as one GEMM over the
   // stacked weights when they are packed. Fusion on and off. q-only layers (no k / v projections)
   // store nothing. bf16 at 13 and 32 rows also runs the skinny GEMM at forced split-K cluster sizes;
   // there `in` spans 18 k-tiles, so 16 splits take two rounds of remote loads in its reduction.
@@ -335,7 +347,7 @@ TEST_CASE("attention_input (RMSNorm, q/k/v, RoPE, K/V into the cache: one GEMV, 
             const auto wv = computes_kv ? rounded(t, randn(static_cast<std::size_t>(kc) * in, rng, 0.05f)) : std::vector<float>{};
             std::vector<float> xn(x.size());
             cpu::rmsnorm({x.data(), m, in}, norm.data(), 1e-5f, {xn.data(), m, in});
-            if (m > 8 && t != DType::F32) xn = rounded(t, xn);  // cuBLAS takes x in the weight type
+            if (!via_gemv(t, m)) xn = rounded(t, xn);  // the skinny GEMM and cuBLAS take x in the weight type
             auto project = [&](const std::vector<float>& w, int out) {
               std::vector<float> y(static_cast<std::size_t>(m) * out);
               cpu::linear({xn.data(), m, in}, w.data(), {y.data(), m, out});
@@ -376,11 +388,11 @@ TEST_CASE("attention_input (RMSNorm, q/k/v, RoPE, K/V into the cache: one GEMV, 
 }
 
 TEST_CASE("mlp (RMSNorm, gate/up, SwiGLU, down + residual; packed gate/up as one GEMM) vs CPU" * doctest::skip(!gpu())) {
-  // 1-8 rows: the fused gate/up GEMV, then the down GEMV on fp32 input. 13-32 rows of bf16: the
-  // skinny gate / up / SwiGLU writing the down projection's input rounded, then down through the
-  // skinny GEMM (16-row blocks at 13 and 16 rows, 32-row blocks at 17 and 32); fp32 through cuBLAS. 33 rows: cuBLAS on inputs
-  // rounded to the weight type, gate / up as one GEMM when packed; 300 rows: above the packed
-  // bound. Fusion on and off (off: cuBLAS at 9+ rows).
+  // The fused gate/up GEMV, then the down GEMV on fp32 input: 1 row of bf16, 1-8 of fp32. 5-32 rows
+  // of bf16: the skinny gate / up / SwiGLU writing the down projection's input rounded, then down
+  // through the skinny GEMM (16-row blocks up to 16 rows, 32-row blocks at 17 and 32); fp32 at 13-32
+  // through cuBLAS. 33 rows: cuBLAS on inputs rounded to the weight type, gate / up as one GEMM when
+  // packed; 300 rows: above the packed bound. Fusion on and off.
   const int shapes[][2] = {{264, 1000}, {136, 520}};
   for (DType t : {DType::F32, DType::BF16}) {
     const std::string dtype_name = cudatest::name(t);
@@ -397,12 +409,12 @@ TEST_CASE("mlp (RMSNorm, gate/up, SwiGLU, down + residual; packed gate/up as one
       for (int m : {1, 5, 8, 13, 16, 17, 32, 33, 300}) {
         CAPTURE(m);
         const auto x = randn(static_cast<std::size_t>(m) * in, rng, 1.0f);
-        const bool cublas = m > 8 && t != DType::F32;  // cuBLAS takes its inputs in the weight type
+        const bool rounds = !via_gemv(t, m);  // the skinny GEMM and cuBLAS take inputs in the weight type
         std::vector<float> xn(x.size());
         cpu::rmsnorm({x.data(), m, in}, norm.data(), 1e-5f, {xn.data(), m, in});
-        if (cublas) xn = rounded(t, xn);
+        if (rounds) xn = rounded(t, xn);
         auto g = swiglu_reference(xn, m, in, wg, wu, inter);
-        if (cublas) g = rounded(t, g);
+        if (rounds) g = rounded(t, g);
         std::vector<float> want(x.size());  // the MLP's part of x: compared without the residual, which would hide it
         cpu::linear({g.data(), m, inter}, wd.data(), {want.data(), m, in});
         for (int variant = 0; variant < 5; ++variant) {
@@ -460,7 +472,7 @@ TEST_CASE("skinny launch plan: split-K fills the SMs (at most 8; forced sizes cl
   CHECK_THROWS_WITH(cudatest::skinny_group_rows(9, 8), doctest::Contains("got 8"));
 }
 
-TEST_CASE("skinny tensor-core GEMM (9-64 rows, 16- and 32-row blocks, cluster split-K, GLU) vs CPU" *
+TEST_CASE("skinny tensor-core GEMM (1-64 rows, 16- and 32-row blocks, cluster split-K, GLU) vs CPU" *
           doctest::skip(!gpu())) {
   // TinyLlama's shapes ({out, in}: q, k, gate, down) and awkward ones: `out` not a multiple of the
   // 128-row tile (or below 8), `in` not a multiple of the 64-wide k-tile, few tiles (split-K across
@@ -478,7 +490,7 @@ TEST_CASE("skinny tensor-core GEMM (9-64 rows, 16- and 32-row blocks, cluster sp
       CAPTURE(out);
       CAPTURE(in);
       const auto W = rounded(t, randn(static_cast<std::size_t>(out) * in, rng, 0.05f));
-      for (int m : {9, 13, 16, 17, 32, 33, 64}) {
+      for (int m : {1, 2, 5, 9, 13, 16, 17, 32, 33, 64}) {
         CAPTURE(m);
         const auto xm = randn(static_cast<std::size_t>(m) * in, rng, 3.0f);
         const auto xr = rounded(t, xm);  // the kernel rounds x to the weight type
@@ -496,7 +508,7 @@ TEST_CASE("skinny tensor-core GEMM (9-64 rows, 16- and 32-row blocks, cluster sp
               CHECK(rel_error(cudatest::linear_tc(xm, m, in, W, out, t, nullptr, splits, group_rows), y,
                               "skinny, forced splits") <= tol(t));
             }
-        if (m == 13 || m == 64) {
+        if (m == 2 || m == 13 || m == 64) {
           const auto y0 = randn(y.size(), rng);
           std::vector<float> acc = y0;
           cpu::linear({xr.data(), m, in}, W.data(), {acc.data(), m, out}, true);
@@ -527,7 +539,7 @@ TEST_CASE("skinny tensor-core GEMM (9-64 rows, 16- and 32-row blocks, cluster sp
       CAPTURE(in);
       const auto Wg = rounded(t, randn(static_cast<std::size_t>(out) * in, rng, 0.05f));
       const auto Wu = rounded(t, randn(static_cast<std::size_t>(out) * in, rng, 0.05f));
-      for (int m : {9, 17, 32, 64}) {
+      for (int m : {2, 9, 17, 32, 64}) {
         CAPTURE(m);
         const auto xm = randn(static_cast<std::size_t>(m) * in, rng, 3.0f);
         const auto want = swiglu_reference(rounded(t, xm), m, in, Wg, Wu, out);

@@ -64,11 +64,13 @@ public:
   /// Benchmarks: false runs every fused step (steps::attention_input, norm_project,
   /// norm_gate_up_swiglu, rope_store_kv, attention_output, mlp) as its plain ops, one launch each.
   void set_fusion(bool on) { ctx_->gemm.set_fusion(on); }
-  /// Gemm::set_skinny: 9-32 rows (16-bit weights) through the skinny tensor-core GEMM and its
+  /// Gemm::set_skinny: 2-32 rows (16-bit weights) through the skinny tensor-core GEMM and its
   /// fused epilogues (on by default; off: cuBLAS).
   void set_skinny(bool on) { ctx_->gemm.set_skinny(on); }
   /// Benchmarks: Gemm::set_skinny_rows.
   void set_skinny_rows(int plain, int fused) { ctx_->gemm.set_skinny_rows(plain, fused); }
+  /// Benchmarks: Gemm::set_gemv_rows.
+  void set_gemv_rows(int rows) { ctx_->gemm.set_gemv_rows(rows); }
   /// Benchmarks: Gemm::set_skinny_splits.
   void set_skinny_splits(int splits) { ctx_->gemm.set_skinny_splits(splits); }
   /// Benchmarks: Gemm::set_skinny_group_rows.
@@ -145,7 +147,7 @@ public:
     return true;
   }
   /// steps::attention_input: at 1-32 rows one launch (RMSNorm, q / k / v, RoPE, K/V into
-  /// the slot: the GEMV, or at 9-32 rows with 16-bit weights the skinny GEMM); at larger
+  /// the slot: the GEMV, or at 2-32 rows with 16-bit weights the skinny GEMM); at larger
   /// decode batches with q / k / v back to back in memory, RMSNorm, one cuBLAS GEMM over
   /// the stacked weights and one RoPE + store launch. False (nothing done) elsewhere or
   /// with fusion off.
@@ -165,7 +167,7 @@ public:
     cuda::rope_store_kv_packed(packed, qkv[0].out, heads, slot, rows, theta, stream());
     return true;
   }
-  /// steps::mlp at decode batches above 8 rows: with 16-bit weights up to 32 rows a skinny
+  /// steps::mlp at decode batches past the GEMV: with 16-bit weights up to 32 rows a skinny
   /// launch (RMSNorm + gate / up + SwiGLU writing the down projection's input rounded), then
   /// down adding into x (skinny as well); above, with gate / up back to back
   /// in memory, RMSNorm, one cuBLAS GEMM over [Wg; Wu], SwiGLU straight into the down
@@ -210,7 +212,7 @@ public:
                  MatrixView<float> out) const {
     run_attention(q, slot, rows, mask, heads, out, nullptr);
   }
-  /// steps::attention_output above 8 rows with 16-bit weights of the KV type: decode rows on
+  /// steps::attention_output past the GEMV's rows with 16-bit weights of the KV type: decode rows on
   /// tensor cores write the attention output rounded straight into the o_proj GEMM's input
   /// (no fp32 copy, no rounding pass). False (nothing done) elsewhere or with fusion off.
   template <class Slot>
@@ -221,7 +223,7 @@ public:
       return false;
     } else {
       Gemm& g = ctx_->gemm;
-      if (!g.fusion() || q.rows <= Gemm::kGemvRows) return false;
+      if (!g.fusion() || q.rows <= g.template gemv_rows<W>()) return false;
       if (!ctx_->capturing) g.reserve_activation(static_cast<std::size_t>(attn.size()));
       W* rounded = g.template activation<W>(attn.size());
       if (run_attention(q, slot, rows, mask, heads, attn, rounded))
@@ -272,6 +274,7 @@ public:
     key.push_back(ctx_->key_bucket);
     key.push_back(ctx_->gemm.fusion() ? 1 : 0);
     key.push_back(ctx_->gemm.skinny_rows());
+    key.push_back(ctx_->gemm.template gemv_rows<W>());
     key.push_back(ctx_->gemm.skinny_group_rows());
     key.push_back(overlapped_launches() ? 1 : 0);
     ctx_->graphs.run(key, stream(), [&](bool capturing) {

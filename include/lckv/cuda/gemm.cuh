@@ -2,8 +2,8 @@
 /// \file gemm.cuh
 /// y (+)= x W^T for the model's linear layers: x fp32 [rows, in], W [out, in]
 /// row-major (the checkpoint layout) in fp32, bf16 or fp16, y fp32 [rows, out],
-/// fp32 accumulation. Decode row counts run the GEMV of gemv.cuh up to 8 rows
-/// and, for 16-bit weights, the tensor-core GEMM of gemm_tc.cuh at 9-32 rows;
+/// fp32 accumulation. Decode row counts run the GEMV of gemv.cuh (one row of 16-bit
+/// weights, up to 8 of fp32) and, for 16-bit weights, the tensor-core GEMM of gemm_tc.cuh at 2-32 rows;
 /// both fold the preceding RMSNorm in and end in the fused epilogues of
 /// linear_io.cuh. Other row counts run cuBLAS, where `accumulate` rides in the
 /// epilogue (beta = 1) so the residual stream costs no extra pass, and 16-bit
@@ -30,14 +30,19 @@
 
 namespace lckv::cuda {
 
-/// y (+)= x W^T for every row count: kernels::gemv up to kGemvRows rows, the
+/// y (+)= x W^T for every row count: kernels::gemv up to gemv_rows() rows, the
 /// skinny tensor-core GEMM up to kSkinnyRows / kSkinnyFusedRows (16-bit weights; both weight
 /// streaming, with optional RMSNorm of x and several matrices per launch),
 /// cuBLAS above. Owns a cuBLAS handle bound to one stream, with a fixed
 /// workspace so that calls can be captured into a CUDA Graph.
 class Gemm {
 public:
-  static constexpr int kGemvRows = 8;
+  static constexpr int kGemvMaxRows = 8;  ///< most rows kernels::gemv takes (fp32 weights: the bound)
+  /// Most rows of 16-bit weights the GEMV takes by default; the skinny GEMM takes 2 rows and
+  /// more. Both stream the weights once, but the GEMV's CUDA-core work per weight byte grows
+  /// with the rows: the decode step at 2 / 4 / 8 rows was 20% / 46% / 61% faster through the
+  /// skinny GEMM (batch 8 had been slower than batch 16; docs/benchmarks-cuda.md Update 14).
+  static constexpr int kGemvRows = 1;
   /// Most rows the skinny GEMM takes here: for plain projections (o_proj, down, 16-bit or fp32 x)
   /// and for the fused launches (RMSNorm + q / k / v + RoPE, RMSNorm + gate / up + SwiGLU). Up to
   /// these bounds it beat cuBLAS inside the TinyLlama decode step; above them cuBLAS is faster
@@ -73,15 +78,23 @@ public:
   void set_fusion(bool on) { fusion_ = on; }
   bool fusion() const { return fusion_; }
 
-  /// Whether 9-32 rows with 16-bit weights run the skinny tensor-core GEMM (on by default;
-  /// off: cuBLAS, with separate norm, RoPE and SwiGLU launches).
+  /// Whether 2-32 rows with 16-bit weights run the skinny tensor-core GEMM (on by default;
+  /// off: the GEMV up to 8 rows, cuBLAS above, with separate norm, RoPE and SwiGLU launches).
   void set_skinny(bool on) { skinny_on_ = on; }
   bool skinny() const { return skinny_on_; }
   /// Benchmarks: the most rows routed to the skinny GEMM, plain and fused (defaults kSkinnyRows,
   /// kSkinnyFusedRows; at most kSkinnyMaxRows).
   void set_skinny_rows(int plain, int fused) {
-    skinny_rows_ = std::clamp(plain, kGemvRows, kSkinnyMaxRows);
-    skinny_fused_rows_ = std::clamp(fused, kGemvRows, kSkinnyMaxRows);
+    skinny_rows_ = std::clamp(plain, kGemvMaxRows, kSkinnyMaxRows);
+    skinny_fused_rows_ = std::clamp(fused, kGemvMaxRows, kSkinnyMaxRows);
+  }
+  /// Benchmarks: the most rows of 16-bit weights routed to the GEMV (default kGemvRows, 1 to
+  /// kGemvMaxRows); more go to the skinny GEMM while it is on.
+  void set_gemv_rows(int rows) { gemv_rows_ = std::clamp(rows, 1, kGemvMaxRows); }
+  /// The most rows of W weights that go through the GEMV.
+  template <StorageType W>
+  int gemv_rows() const {
+    return std::is_same_v<W, float> || !skinny_on_ ? kGemvMaxRows : gemv_rows_;
   }
   /// The bounds as one number (graph keys): 0 when the skinny GEMM is off.
   int skinny_rows() const { return skinny_on_ ? skinny_rows_ * 256 + skinny_fused_rows_ : 0; }
@@ -99,8 +112,8 @@ public:
 
   /// Whether `rows` x `in` inputs go through kernels::gemv.
   template <StorageType W>
-  static bool gemv_fits(int rows, int in) {
-    return rows >= 1 && rows <= kGemvRows && in % (16 / static_cast<int>(sizeof(W))) == 0;
+  bool gemv_fits(int rows, int in) const {
+    return rows >= 1 && rows <= gemv_rows<W>() && in % (16 / static_cast<int>(sizeof(W))) == 0;
   }
   /// Whether `rows` x `in` inputs go through the skinny tensor-core GEMM.
   template <StorageType W>
@@ -110,7 +123,7 @@ public:
   /// Whether `rows` x `in` inputs go through the skinny GEMM's fused launches.
   template <StorageType W>
   bool skinny_fused_fits(int rows, int in) const {
-    return skinny_on_ && !std::is_same_v<W, float> && rows > kGemvRows && rows <= skinny_fused_rows_ && in % 8 == 0;
+    return skinny_on_ && !std::is_same_v<W, float> && rows > gemv_rows<W>() && rows <= skinny_fused_rows_ && in % 8 == 0;
   }
   /// Whether the own kernels' 16-byte vector loads suit these operands (null counts as aligned).
   /// DeviceWeights and the activation buffers always do; a user-made weight view may not, and
@@ -144,7 +157,7 @@ public:
   /// memory, as DeviceWeights lays out q / k / v and gate / up.
   template <StorageType W>
   bool packs(int rows, int in, std::span<const steps::Projection<W>> projections) const {
-    if (!fusion_ || rows <= kGemvRows || rows > kPackedRows || projections.size() < 2 || skinny_fused_fits<W>(rows, in))
+    if (!fusion_ || rows <= gemv_rows<W>() || rows > kPackedRows || projections.size() < 2 || skinny_fused_fits<W>(rows, in))
       return false;
     for (std::size_t s = 1; s < projections.size(); ++s)
       if (projections[s].weight != projections[s - 1].weight + static_cast<std::int64_t>(projections[s - 1].out.cols) * in)
@@ -353,12 +366,12 @@ private:
                                    DTypeTraits<W>::cuda_type, in, b, DTypeTraits<W>::cuda_type, in, &beta, y.data,
                                    CUDA_R_32F, y.cols, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
-  /// One launch of the fused kernels (fuses(rows, in) holds): the GEMV up to kGemvRows rows,
+  /// One launch of the fused kernels (fuses(rows, in) holds): the GEMV up to gemv_rows() rows,
   /// else the skinny GEMM. x: [rows, in]; `up`: the GLU's Wu, or none.
   template <StorageType W, class Epi = PlainStore>
   void fused_launch(MatrixView<const float> x, LinearTargets<W> targets, const W* up, InputNorm<W> norm, Epi epi = {}) {
     if constexpr (!std::is_same_v<W, float>) {
-      if (x.rows > kGemvRows) {
+      if (x.rows > gemv_rows<W>()) {
         skinny_gemm<W, float>(x.data, x.rows, x.cols, targets, false, up, nullptr, norm, skinny_, stream_, epi);
         return;
       }
@@ -370,6 +383,7 @@ private:
   int num_sms_ = 1;
   bool fusion_ = true;
   bool skinny_on_ = true;
+  int gemv_rows_ = kGemvRows;
   int skinny_rows_ = kSkinnyRows;
   int skinny_fused_rows_ = kSkinnyFusedRows;
   cudaStream_t stream_ = nullptr;

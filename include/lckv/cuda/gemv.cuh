@@ -1,6 +1,7 @@
 #pragma once
 /// \file gemv.cuh
-/// The weight-streaming GEMV of decode at 1-8 rows: y (+)= x W^T with x fp32
+/// The weight-streaming GEMV of decode (one row of 16-bit weights, 1-8 of fp32, 1-8 of
+/// either with the skinny GEMM off): y (+)= x W^T with x fp32
 /// [rows, in], W [out, in] row-major (fp32, bf16, fp16), y fp32 [rows, out].
 /// One launch may also
 ///   - normalise x first (RMSNorm: the norm weight scales x as it is read, the

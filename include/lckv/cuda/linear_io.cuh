@@ -1,7 +1,7 @@
 #pragma once
 /// \file linear_io.cuh
 /// What a fused decode linear layer reads and writes, shared by the GEMV of
-/// gemv.cuh (1-8 rows) and the tensor-core GEMM of gemm_tc.cuh (9-64 rows):
+/// gemv.cuh (1-8 rows) and the tensor-core GEMM of gemm_tc.cuh (1-64 rows):
 /// the matrices one launch feeds with the same x, the RMSNorm folded into x,
 /// and the epilogue that stores the result (plain, or RoPE + K/V into a cache slot).
 
