@@ -1103,84 +1103,73 @@ TEST_CASE("golden on the GPU: HF transformers' and the LCKV reference's logits a
   //   (near-ties may flip).
   using namespace lckv::golden;
   const std::filesystem::path root = golden_cuda_dir();
-  const json manifest = read_manifest(root);
   double worst[2] = {0, 0};
-  int checks = 0;
-  for (const auto& c : manifest.at("cases")) {
-    const std::string name = c.at("case");
-    CAPTURE(name);
-    const LoadedModel m = load_model_dir(root / name);
-    const json g = read_case(root / name);
-    const SafetensorsFile golden(root / name / "golden.safetensors");
-    for (const auto& check : g.at("checks")) {
-      const std::string label = check.at("name");
-      CAPTURE(label);
-      const ModelConfig config = config_for(m, check);
-      const PrefillMode mode = mode_of(check);
-      const std::vector<float> want = golden.to_f32(golden.at(check.at("logits").get<std::string>()));
-      const int vocab = config.shape.vocab_size;
-      for (DType t : {DType::F32, m.meta.dtype == "float16" ? DType::F16 : DType::BF16}) {
-        const std::string dtype_name = cudatest::name(t);
-        CAPTURE(dtype_name);
-        const bool exact = t == DType::F32;
-        cudatest::GpuModel::Options o;
-        o.weights = o.kv = t;
-        o.max_sequences = 1;
-        o.max_length = 64;
-        std::vector<float> got;
-        if (check.at("kind") == "logits") {
-          const std::vector<int> tokens = check.at("tokens").get<std::vector<int>>();
-          cudatest::GpuModel model(config, m.weights, o);
-          const SequenceChunk chunk{model.open(), tokens};
-          const Logits out = model.forward({&chunk, 1}, {mode, true});
-          if (mode_is_checked(config, check)) CHECK(out.mode_used[0] == mode);
-          got = flat(out);
-        } else {
-          // The logits of the prompt's last token, then of every decoded token, following the reference's tokens.
-          const std::vector<int> prompt = check.at("prompt").get<std::vector<int>>();
-          const std::vector<int> expect = check.at("new_tokens").get<std::vector<int>>();
-          cudatest::GpuModel model(config, m.weights, o);
-          const int seq = model.open();
-          SequenceChunk chunk{seq, prompt};
-          Logits out = model.forward({&chunk, 1}, {mode, false});
-          if (mode_is_checked(config, check)) CHECK(out.mode_used[0] == mode);
-          for (std::size_t k = 0; k < expect.size(); ++k) {
-            got.insert(got.end(), out.last(0).begin(), out.last(0).end());
-            if (k + 1 == expect.size()) break;
-            chunk = {seq, std::span<const int>(&expect[k], 1)};
-            out = model.forward({&chunk, 1});
-          }
-          if (exact) {
-            // Greedy tokens sampled on the device and fed back, as generate() runs: the reference's exactly.
-            cudatest::GpuModel sampler(config, m.weights, o);
-            const int s = sampler.open();
-            const SamplingParams greedy;
-            const double u = 0.5;
-            std::vector<int> tokens;
-            SequenceChunk next{s, prompt};
-            for (std::size_t k = 0; k < expect.size(); ++k) {
-              const Logits sampled = sampler.forward({&next, 1}, {mode, false}, {{&greedy, 1}, {&u, 1}});
-              REQUIRE(sampled.tokens.size() == 1);
-              tokens.push_back(sampled.tokens[0]);
-              next = {s, std::span<const int>(&tokens.back(), 1)};
-            }
-            CHECK(tokens == expect);
-          }
+  const auto [cases, checks] = for_each_check(root, [&](const LoadedModel& m, const json& check,
+                                                        const SafetensorsFile& golden) {
+    const ModelConfig config = config_for(m, check);
+    const PrefillMode mode = mode_of(check);
+    const std::vector<float> want = golden.to_f32(golden.at(check.at("logits").get<std::string>()));
+    const int vocab = config.shape.vocab_size;
+    for (DType t : {DType::F32, m.meta.dtype == "float16" ? DType::F16 : DType::BF16}) {
+      const std::string dtype_name = cudatest::name(t);
+      CAPTURE(dtype_name);
+      const bool exact = t == DType::F32;
+      cudatest::GpuModel::Options o;
+      o.weights = o.kv = t;
+      o.max_sequences = 1;
+      o.max_length = 64;
+      std::vector<float> got;
+      if (check.at("kind") == "logits") {
+        const std::vector<int> tokens = check.at("tokens").get<std::vector<int>>();
+        cudatest::GpuModel model(config, m.weights, o);
+        const SequenceChunk chunk{model.open(), tokens};
+        const Logits out = model.forward({&chunk, 1}, {mode, true});
+        if (mode_is_checked(config, check)) CHECK(out.mode_used[0] == mode);
+        got = flat(out);
+      } else {
+        // The logits of the prompt's last token, then of every decoded token, following the reference's tokens.
+        const std::vector<int> prompt = check.at("prompt").get<std::vector<int>>();
+        const std::vector<int> expect = check.at("new_tokens").get<std::vector<int>>();
+        cudatest::GpuModel model(config, m.weights, o);
+        const int seq = model.open();
+        SequenceChunk chunk{seq, prompt};
+        Logits out = model.forward({&chunk, 1}, {mode, false});
+        if (mode_is_checked(config, check)) CHECK(out.mode_used[0] == mode);
+        for (std::size_t k = 0; k < expect.size(); ++k) {
+          got.insert(got.end(), out.last(0).begin(), out.last(0).end());
+          if (k + 1 == expect.size()) break;
+          chunk = {seq, std::span<const int>(&expect[k], 1)};
+          out = model.forward({&chunk, 1});
         }
-        const Diff d = compare(got, want, vocab);
-        INFO("max |got - want| / max |want| = " << d.rel << " at row " << d.worst_row << ", token id " << d.worst_col);
         if (exact) {
-          CHECK(d.rel <= 1e-4);
-          CHECK(argmax_mismatches(got, want, vocab) == 0);
-        } else {
-          CHECK(rel_error(got, want, "16-bit logits vs golden") <= 2e-2);
+          // Greedy tokens sampled on the device and fed back, as generate() runs: the reference's exactly.
+          cudatest::GpuModel sampler(config, m.weights, o);
+          const int s = sampler.open();
+          const SamplingParams greedy;
+          const double u = 0.5;
+          std::vector<int> tokens;
+          SequenceChunk next{s, prompt};
+          for (std::size_t k = 0; k < expect.size(); ++k) {
+            const Logits sampled = sampler.forward({&next, 1}, {mode, false}, {{&greedy, 1}, {&u, 1}});
+            REQUIRE(sampled.tokens.size() == 1);
+            tokens.push_back(sampled.tokens[0]);
+            next = {s, std::span<const int>(&tokens.back(), 1)};
+          }
+          CHECK(tokens == expect);
         }
-        worst[exact ? 0 : 1] = std::max(worst[exact ? 0 : 1], d.rel);
       }
-      ++checks;
+      const Diff d = compare(got, want, vocab);
+      INFO("max |got - want| / max |want| = " << d.rel << " at row " << d.worst_row << ", token id " << d.worst_col);
+      if (exact) {
+        CHECK(d.rel <= 1e-4);
+        CHECK(argmax_mismatches(got, want, vocab) == 0);
+      } else {
+        CHECK(rel_error(got, want, "16-bit logits vs golden") <= 2e-2);
+      }
+      worst[exact ? 0 : 1] = std::max(worst[exact ? 0 : 1], d.rel);
     }
-  }
-  MESSAGE(checks << " golden checks over " << manifest.at("cases").size() << " fixtures in " << root
+  });
+  MESSAGE(checks << " golden checks over " << cases << " fixtures in " << root
                  << "; largest error (max |got - want| / max |want|): fp32 " << worst[0] << ", 16-bit " << worst[1]);
   CHECK(checks >= 10);
 }

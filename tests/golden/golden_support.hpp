@@ -12,6 +12,7 @@
 #include <fstream>
 #include <span>
 #include <string>
+#include <utility>
 
 #include "lckv/io/checkpoint.hpp"
 #include "lckv/lckv.hpp"
@@ -87,6 +88,31 @@ inline ModelConfig config_for(const LoadedModel& m, const json& check) {
   if (check.contains("forward_passes"))
     c.passes = PassCounts{check["forward_passes"].get<int>(), check["backward_passes"].get<int>()};
   return c;
+}
+
+/// Calls f(model, check, golden) for every check of every case in a fixture directory, with the
+/// case's and the check's names captured for doctest; returns {cases, checks}.
+template <class F>
+std::pair<int, int> for_each_check(const std::filesystem::path& root, F&& f) {
+  const json manifest = read_manifest(root);
+  int cases = 0, checks = 0;
+  for (const auto& c : manifest.at("cases")) {
+    const std::string name = c.at("case");
+    CAPTURE(name);
+    const LoadedModel m = load_model_dir(root / name);
+    const json g = read_case(root / name);
+    const SafetensorsFile golden(root / name / "golden.safetensors");
+    // HF keeps RoPE frequencies in float32 whatever the weights' dtype; fixtures say so.
+    if (g.at("source") == "hf-transformers") REQUIRE(g.at("rope_inv_freq") == "float32");
+    for (const auto& check : g.at("checks")) {
+      const std::string label = check.at("name");
+      CAPTURE(label);
+      f(m, check, golden);
+      ++checks;
+    }
+    ++cases;
+  }
+  return {cases, checks};
 }
 
 /// Whether the check fixes a prefill mode the engine must report using (an acyclic plan is exact

@@ -78,25 +78,11 @@ void run_greedy_check(const LoadedModel& m, const json& check, const Safetensors
 
 /// Every check of every case in a fixture directory; returns the number of checks.
 int run_fixture_set(const std::filesystem::path& root) {
-  const json manifest = read_manifest(root);
-  int checks = 0;
-  for (const auto& c : manifest.at("cases")) {
-    const std::string name = c.at("case");
-    CAPTURE(name);
-    const LoadedModel m = load_model_dir(root / name);
-    const json g = read_case(root / name);
-    const SafetensorsFile golden(root / name / "golden.safetensors");
-    // HF keeps RoPE frequencies in float32 whatever the weights' dtype; fixtures say so.
-    if (g.at("source") == "hf-transformers") REQUIRE(g.at("rope_inv_freq") == "float32");
-    for (const auto& check : g.at("checks")) {
-      const std::string label = check.at("name");
-      CAPTURE(label);
-      if (check.at("kind") == "logits") run_logits_check(m, check, golden, kRelTol);
-      else run_greedy_check(m, check, golden, kRelTol);
-      ++checks;
-    }
-  }
-  MESSAGE(checks << " golden checks over " << manifest.at("cases").size() << " fixtures in " << root);
+  const auto [cases, checks] = for_each_check(root, [](const LoadedModel& m, const json& check, const SafetensorsFile& golden) {
+    if (check.at("kind") == "logits") run_logits_check(m, check, golden, kRelTol);
+    else run_greedy_check(m, check, golden, kRelTol);
+  });
+  MESSAGE(checks << " golden checks over " << cases << " fixtures in " << root);
   return checks;
 }
 
