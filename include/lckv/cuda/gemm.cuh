@@ -40,8 +40,9 @@ public:
   static constexpr int kGemvMaxRows = 8;  ///< most rows kernels::gemv takes (fp32 weights: the bound)
   /// Most rows of 16-bit weights the GEMV takes by default; the skinny GEMM takes 2 rows and
   /// more. Both stream the weights once, but the GEMV's CUDA-core work per weight byte grows
-  /// with the rows: the decode step at 2 / 4 / 8 rows was 20% / 46% / 61% faster through the
-  /// skinny GEMM (batch 8 had been slower than batch 16; docs/benchmarks-cuda.md Update 14).
+  /// with the rows: the decode step at 2 / 4 / 8 rows was 9% / 35% / 54% faster through the
+  /// skinny GEMM on an H100, 20% / 46% / 61% on an H200 (batch 8 had been slower than batch 16;
+  /// docs/benchmarks-cuda.md Update 14).
   static constexpr int kGemvRows = 1;
   /// Most rows the skinny GEMM takes here: for plain projections (o_proj, down, 16-bit or fp32 x)
   /// and for the fused launches (RMSNorm + q / k / v + RoPE, RMSNorm + gate / up + SwiGLU). Up to
