@@ -6,7 +6,8 @@ plan); only the default variant (2) is drawn.
         the step as a fraction of its roofline, one bar per binary (e.g. a session's starting
         commit and now, run in the same device call), with the issue's targets (0.70 at batch 1,
         0.80 at batch >= 32). Roofline = (weights + KV read) / the copy bandwidth each JSON
-        measured itself.
+        measured itself. label=path#6 draws that file's variant 6 instead of the default, so two
+        variants of one run can stand side by side.
     python3 bench/cuda/plot_steps.py --wall out.png bench_cuda.json
         host wall time per step against device time: the forward returning [batch, vocab] fp32
         logits (wall_ms), the one sampling on the device and returning token ids
@@ -37,11 +38,12 @@ def runs(path, prefix):
     return out, copy
 
 
-def steps(path):
-    """{(batch, context, plan): benchmark entry} of the default variant, and the copy bandwidth in B/s."""
+def steps(path, variant="2"):
+    """{(batch, context, plan): benchmark entry} of one variant (the default: 2), and the copy
+    bandwidth in B/s."""
     entries, copy = runs(path, "BM_TinyLlamaDecodeStep")
     return {(int(a["batch"]), int(a["context"]), plan): b for a, plan, b in entries
-            if a.get("variant") == "2" and a.get("splits", "0") == "0"}, copy
+            if a.get("variant") == variant and a.get("splits", "0") == "0"}, copy
 
 
 def prefill(path):
@@ -95,7 +97,8 @@ def roofline_plot(png, labelled):
     series, keys = [], set()
     for item in labelled:
         label, path = item.split("=", 1)
-        entries, copy = steps(path)
+        path, _, variant = path.partition("#")
+        entries, copy = steps(path, variant or "2")
         keys |= entries.keys()
         fractions = {k: b["bytes_MB"] * 1e6 / copy * 1e3 / b["device_ms"] for k, b in entries.items()}
         series.append((f"{label} (copy {copy / 1e9:.0f} GB/s)", fractions))
