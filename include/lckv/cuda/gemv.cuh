@@ -1,7 +1,9 @@
 #pragma once
 /// \file gemv.cuh
 /// The weight-streaming GEMV of decode (one row of 16-bit weights, 1-8 of fp32, 1-8 of
-/// either with the skinny GEMM off): y (+)= x W^T with x fp32
+/// either with the skinny GEMM off; each row adds accumulators, so the 2-8-row instantiations
+/// take 84-168 registers per thread, at most half the warps per SM of the one-row kernel, and
+/// the tensor-core skinny GEMM streams 16-bit weights faster there): y (+)= x W^T with x fp32
 /// [rows, in], W [out, in] row-major (fp32, bf16, fp16), y fp32 [rows, out].
 /// One launch may also
 ///   - normalise x first (RMSNorm: the norm weight scales x as it is read, the
