@@ -30,62 +30,87 @@ def lckv_results(path):
     return steps, prefill, attention, copy
 
 
+def cell(v, digits):
+    """A table cell: v with `digits` decimals, or "-" where it was not measured."""
+    return f"{v:.{digits}f}" if v is not None else "-"
+
+
+def decode_table(hf, ours):
+    """HF's decode steps against lckv's (ms); returns the rows for the plot."""
+    hf_ms = {(r["batch"], r["context"], r["mode"]): r.get("ms_median") for r in hf["rows"]
+             if r["mode"] in ("eager", "graph")}
+    shapes = sorted({(b, c) for b, c, _ in hf_ms})
+    if not shapes:
+        return []
+    print()
+    print("| batch x context | HF eager | HF CUDA graph | lckv standard | lckv lckv-w2 | HF graph / lckv standard |")
+    print("|---|---|---|---|---|---|")
+    rows = []
+    for b, c in shapes:
+        e, g = hf_ms.get((b, c, "eager")), hf_ms.get((b, c, "graph"))
+        s, w = ours.get((b, c, 0)), ours.get((b, c, 1))
+        ratio = f"{g / s:.1f}" if g and s else "-"
+        print(f"| {b} x {c // 1024}K | {cell(e, 3)} | {cell(g, 3)} | {cell(s, 3)} | {cell(w, 3)} | {ratio} |")
+        rows.append((f"{b} x {c // 1024}K", e, g, s, w))
+    return rows
+
+
+def prefill_table(hf, our_prefill):
+    """HF's prefill tokens/s against lckv's."""
+    hf_prefill = [r for r in hf["rows"] if r["mode"] == "prefill"]
+    if not hf_prefill:
+        return
+    print()
+    print("| prefill batch x prompt | HF tokens/s | lckv standard | lckv lckv-w2 | lckv standard / HF |")
+    print("|---|---|---|---|---|")
+    for r in hf_prefill:
+        s = our_prefill.get((r["batch"], r["prompt"], 0))
+        w = our_prefill.get((r["batch"], r["prompt"], 1))
+        ratio = f"{s / r['tokens_per_s']:.1f}" if s else "-"
+        print(f"| {r['batch']} x {r['prompt']} | {r['tokens_per_s']:.0f} | {cell(s, 0)} | {cell(w, 0)} | {ratio} |")
+
+
+def attention_table(hf, our_attention, copy):
+    """PyTorch's SDPA backends against lckv's decode attention (us per 22 layers, fraction of copy)."""
+    sdpa = [r for r in hf["rows"] if r["mode"].startswith("sdpa-")]
+    if not sdpa:
+        return
+    backends = sorted({r["mode"] for r in sdpa if "ms_median" in r})  # those that took the problem
+    print()
+    print(f"Decode attention, 22 layers, us (fraction of copy bandwidth{f', {copy / 1e9:.0f} GB/s' if copy else ''}):")
+    print()
+    print("| batch x context | " + " | ".join(f"torch {b}" for b in backends) + " | lckv | fastest torch / lckv |")
+    print("|---" * (len(backends) + 3) + "|")
+
+    def timed(us, kv_bytes):
+        return f"{us:.1f}" + (f" ({kv_bytes / (us * 1e-6) / copy:.2f})" if copy else "")
+
+    for b, c in sorted({(r["batch"], r["context"]) for r in sdpa}):
+        cells, best, kv_bytes = [], None, None
+        for m in backends:
+            r = next((r for r in sdpa if (r["batch"], r["context"], r["mode"]) == (b, c, m)), None)
+            if r and "ms_median" in r:
+                us = r["ms_median"] * 1e3
+                kv_bytes = r["kv_bytes"]
+                best = us if best is None else min(best, us)
+                cells.append(timed(us, kv_bytes))
+            else:
+                cells.append("n/a")
+        mine = our_attention.get((b, c))
+        mine_cell = timed(mine, kv_bytes) if mine and kv_bytes else "-"
+        ratio = f"{best / mine:.2f}" if mine and best else "-"
+        print(f"| {b} x {c // 1024}K | " + " | ".join(cells) + f" | {mine_cell} | {ratio} |")
+
+
 def main():
     if len(sys.argv) < 3:
         raise SystemExit(__doc__)
     hf = json.load(open(sys.argv[1]))
     ours, our_prefill, our_attention, copy = lckv_results(sys.argv[2])
-    hf_ms = {(r["batch"], r["context"], r["mode"]): r.get("ms_median") for r in hf["rows"]
-             if r["mode"] in ("eager", "graph")}
-    shapes = sorted({(b, c) for b, c, _ in hf_ms})
     print(f"{hf['device']}, torch {hf['torch']}, transformers {hf['transformers']} ({hf['attention']}), {hf['date']}")
-    rows = []
-    if shapes:
-        print()
-        print("| batch x context | HF eager | HF CUDA graph | lckv standard | lckv lckv-w2 | HF graph / lckv standard |")
-        print("|---|---|---|---|---|---|")
-    for b, c in shapes:
-        e, g = hf_ms.get((b, c, "eager")), hf_ms.get((b, c, "graph"))
-        s, w = ours.get((b, c, 0)), ours.get((b, c, 1))
-        fmt = lambda v: f"{v:.3f}" if v is not None else "-"  # noqa: E731
-        ratio = f"{g / s:.1f}" if g and s else "-"
-        print(f"| {b} x {c // 1024}K | {fmt(e)} | {fmt(g)} | {fmt(s)} | {fmt(w)} | {ratio} |")
-        rows.append((f"{b} x {c // 1024}K", e, g, s, w))
-    hf_prefill = [r for r in hf["rows"] if r["mode"] == "prefill"]
-    if hf_prefill:
-        print()
-        print("| prefill batch x prompt | HF tokens/s | lckv standard | lckv lckv-w2 | lckv standard / HF |")
-        print("|---|---|---|---|---|")
-        for r in hf_prefill:
-            s = our_prefill.get((r["batch"], r["prompt"], 0))
-            w = our_prefill.get((r["batch"], r["prompt"], 1))
-            fmt = lambda v: f"{v:.0f}" if v is not None else "-"  # noqa: E731
-            ratio = f"{s / r['tokens_per_s']:.1f}" if s else "-"
-            print(f"| {r['batch']} x {r['prompt']} | {r['tokens_per_s']:.0f} | {fmt(s)} | {fmt(w)} | {ratio} |")
-    sdpa = [r for r in hf["rows"] if r["mode"].startswith("sdpa-")]
-    if sdpa:
-        backends = sorted({r["mode"] for r in sdpa if "ms_median" in r})  # those that took the problem
-        print()
-        print(f"Decode attention, 22 layers, us (fraction of copy bandwidth{f', {copy / 1e9:.0f} GB/s' if copy else ''}):")
-        print()
-        print("| batch x context | " + " | ".join(f"torch {b}" for b in backends) + " | lckv | fastest torch / lckv |")
-        print("|---" * (len(backends) + 3) + "|")
-        frac = lambda r_bytes, us: f" ({r_bytes / (us * 1e-6) / copy:.2f})" if copy else ""  # noqa: E731
-        for b, c in sorted({(r["batch"], r["context"]) for r in sdpa}):
-            cells, best, kv_bytes = [], None, None
-            for m in backends:
-                r = next((r for r in sdpa if (r["batch"], r["context"], r["mode"]) == (b, c, m)), None)
-                if r and "ms_median" in r:
-                    us = r["ms_median"] * 1e3
-                    kv_bytes = r["kv_bytes"]
-                    best = us if best is None else min(best, us)
-                    cells.append(f"{us:.1f}{frac(kv_bytes, us)}")
-                else:
-                    cells.append("n/a")
-            mine = our_attention.get((b, c))
-            mine_cell = f"{mine:.1f}{frac(kv_bytes, mine)}" if mine and kv_bytes else "-"
-            ratio = f"{best / mine:.2f}" if mine and best else "-"
-            print(f"| {b} x {c // 1024}K | " + " | ".join(cells) + f" | {mine_cell} | {ratio} |")
+    rows = decode_table(hf, ours)
+    prefill_table(hf, our_prefill)
+    attention_table(hf, our_attention, copy)
     if len(sys.argv) > 3 and rows:
         plot(rows, hf, sys.argv[3])
 
