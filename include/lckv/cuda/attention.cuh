@@ -678,7 +678,11 @@ inline constexpr int kDecodeStages = 3;      ///< cp.async depth at two blocks p
 /// split counts of G 8 / d 128 and G 16 / d 64. Three stages at one block per SM instead ran
 /// G 16 / d 128 at 1K x 8 41% slower, at 16K x 8 2% faster (docs/benchmarks-cuda.md Update 11).
 inline constexpr int kDecodeShallowStages = 2;
-inline constexpr int kDecodeDeepStages = 4;  ///< at one block per SM: grids of at most half the SMs
+inline constexpr int kDecodeDeepStages = 4;  ///< at one block per SM: grids of at most decode_deep_blocks
+/// Most blocks of a decode grid that run one per SM at kDecodeDeepStages (decode_runs_deep): half
+/// the SMs, so that the next kernel's blocks find SMs of their own. plan_attention sizes long
+/// rows' grids by it.
+constexpr long decode_deep_blocks(int num_sms) { return num_sms / 2; }
 /// Rows of at least this many keys (plan_attention's `max_keys` bound) take the splits that keep
 /// a decode grid within half the SMs, where there are few enough rows for that.
 inline constexpr int kDecodeLongKeys = 8192;
@@ -1297,7 +1301,8 @@ inline AttentionLaunch plan_attention(int n, int heads, int kv_heads, bool prefi
     return l;
   }
   const int decode_most = std::max(1, std::min({most, max_keys / 512, attn::kDecodeMaxSplits}));
-  if (const long alone = num_sms / 2 / blocks; max_keys >= attn::kDecodeLongKeys && alone >= 1) {
+  const long alone = attn::decode_deep_blocks(num_sms) / blocks;  // splits that keep the grid deep
+  if (max_keys >= attn::kDecodeLongKeys && alone >= 1) {
     l.splits = static_cast<int>(std::min<long>(decode_most, alone));
     return l;
   }
@@ -1375,14 +1380,15 @@ void launch_prefill_mma(const attn::Params<Slot>& p, int kv_heads, cudaStream_t 
 }
 
 /// Whether a decode grid takes the deeper pipeline: its shared memory leaves one block per SM,
-/// which pays off only when the grid covers at most half the SMs (batch 1-2: a warp's own
+/// which pays off only when the grid covers at most half the SMs (attn::decode_deep_blocks:
+/// batch 1-2, and long rows up to batch 16, which plan_attention splits to fit; a warp's own
 /// copies in flight set the time; at batch 8 / 1K it ran 50% slower, docs/benchmarks-cuda.md)
 /// and every cluster of the grid still fits on the device at once (a cluster's blocks share
 /// a GPC).
 template <class Slot, int D>
 bool decode_runs_deep(const attn::Params<Slot>& p, dim3 grid) {
   const long blocks = static_cast<long>(grid.x) * grid.y * grid.z;
-  if (blocks * 2 > device_sms()) return false;
+  if (blocks > attn::decode_deep_blocks(device_sms())) return false;
   if (grid.x == 1) return true;
   // Clusters the device holds at once, per cluster size (the answer depends on nothing else: at
   // the deep setting one block fills an SM whatever its merge buffer); 0: not asked yet. Threads
