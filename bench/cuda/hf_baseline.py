@@ -62,6 +62,17 @@ def static_cache(config, batch, length):
     return StaticCache(**kw)
 
 
+def parse_shapes(option, text):
+    """[(batch, n), ...] from "1x1024,32x8192"; a clear error naming the option and the piece otherwise."""
+    out = []
+    for piece in filter(None, text.split(",")):
+        parts = piece.split("x")
+        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise SystemExit(f"hf_baseline.py: {option} {text!r}: {piece!r} is not <batch>x<length> (positive integers)")
+        out.append((int(parts[0]), int(parts[1])))
+    return out
+
+
 def time_steps(step, warmup, reps):
     """Median and minimum ms of `step()` over `reps` calls, each between two CUDA events."""
     for _ in range(warmup):
@@ -169,6 +180,9 @@ def main():
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--prefill-reps", type=int, default=5)
     args = ap.parse_args()
+    decode_shapes = parse_shapes("--shapes", args.shapes)  # before any GPU work: bad input fails at once
+    prefill_shapes = parse_shapes("--prefill", args.prefill)
+    attention_shapes = parse_shapes("--attention", args.attention)
     if not torch.cuda.is_available():
         raise SystemExit("hf_baseline.py: no CUDA device")
     torch.manual_seed(0)
@@ -179,22 +193,19 @@ def main():
             model = LlamaForCausalLM(tinyllama_config()).to(torch.bfloat16).eval()
         hf_attention = model.config._attn_implementation
         print(f"model built in {time.time() - t0:.1f} s; attention: {hf_attention}", flush=True)
-        for shape in filter(None, args.shapes.split(",")):
-            batch, context = (int(v) for v in shape.split("x"))
+        for batch, context in decode_shapes:
             for r in measure(model, batch, context, args.warmup, args.reps):
                 rows.append(r)
                 what = f"{r['ms_median']:.3f} ms (min {r['ms_min']:.3f})" if "ms_median" in r else r["error"]
                 print(f"hf {r['mode']:5s} batch {batch:3d} context {context:5d}: {what}", flush=True)
-        for shape in filter(None, args.prefill.split(",")):
-            batch, prompt = (int(v) for v in shape.split("x"))
+        for batch, prompt in prefill_shapes:
             r = measure_prefill(model, batch, prompt, 2, args.prefill_reps)
             rows.append(r)
             print(f"hf prefill batch {batch:3d} prompt {prompt:5d}: {r['ms_median']:.2f} ms, {r['tokens_per_s']:.0f} tokens/s",
                   flush=True)
         del model
         torch.cuda.empty_cache()
-    for shape in filter(None, args.attention.split(",")):
-        batch, context = (int(v) for v in shape.split("x"))
+    for batch, context in attention_shapes:
         for r in measure_attention(batch, context, args.warmup, args.reps):
             rows.append(r)
             what = f"{r['ms_median'] * 1e3:.1f} us, {r['kv_bytes_per_s'] / 1e9:.0f} GB/s" if "ms_median" in r else r["error"]
