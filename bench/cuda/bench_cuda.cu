@@ -598,25 +598,34 @@ void BM_TinyLlamaDecodeStep(benchmark::State& state) {
     ++n;
     benchmark::DoNotOptimize(logits.data.data());
   }
-  // The same step with each next token sampled on the device (greedy; TokenSampling): only the
-  // token ids come back instead of [B, vocab] fp32 logits.
-  const std::vector<SamplingParams> greedy(static_cast<std::size_t>(B));
+  // The same step with each next token sampled on the device (TokenSampling): only the token ids
+  // come back instead of [B, vocab] fp32 logits. Host ms per step.
   const std::vector<double> u(static_cast<std::size_t>(B), 0.5);
-  const int sampled_steps = 20;
-  double sampled_s = 0;
-  for (int i = -1; i < sampled_steps; ++i) {  // i = -1: the sampler's first call (allocations), untimed
-    if (cache.length(0) >= S + steps - 1)
-      for (int b = 0; b < B; ++b) cache.commit(b, S);
-    const auto t0 = std::chrono::steady_clock::now();
-    const auto next = model.forward(chunks, cache, {}, {greedy, u});
-    if (i >= 0) sampled_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    benchmark::DoNotOptimize(next.tokens.data());
-  }
+  auto sampled_ms = [&](const SamplingParams& p) {
+    const std::vector<SamplingParams> params(static_cast<std::size_t>(B), p);
+    const int sampled_steps = 20;
+    double sampled_s = 0;
+    for (int i = -1; i < sampled_steps; ++i) {  // i = -1: the sampler's first call (allocations), untimed
+      if (cache.length(0) >= S + steps - 1)
+        for (int b = 0; b < B; ++b) cache.commit(b, S);
+      const auto t0 = std::chrono::steady_clock::now();
+      const auto next = model.forward(chunks, cache, {}, {params, u});
+      if (i >= 0) sampled_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      benchmark::DoNotOptimize(next.tokens.data());
+    }
+    return sampled_s * 1e3 / sampled_steps;
+  };
+  state.counters["wall_sampled_ms"] = sampled_ms({});  // greedy
+  // Temperature 0.8, top-p 0.9: through the histogram, and every row through the full sort.
+  const SamplingParams top_p{0.8f, 0, 0.9f};
+  state.counters["wall_top_p_ms"] = sampled_ms(top_p);
+  model.backend().set_sort_sampling(true);
+  state.counters["wall_top_p_sorted_ms"] = sampled_ms(top_p);
+  model.backend().set_sort_sampling(false);
   const double kv = static_cast<double>(B) * S * kv_heads_bytes(m.config);
   const double bytes = weight_bytes(m.config) + kv;
   state.counters["device_ms"] = device_ms / n;
   state.counters["wall_ms"] = wall_s * 1e3 / n;
-  state.counters["wall_sampled_ms"] = sampled_s * 1e3 / sampled_steps;
   state.counters["bytes_MB"] = bytes / 1e6;
   state.counters["tokens_per_s"] = B / (wall_s / n);
   state.counters["graph_replays"] = static_cast<double>(model.backend().graphs().replays());
@@ -667,6 +676,51 @@ void BM_TinyLlamaPrefill(benchmark::State& state) {
   state.counters["tokens_per_s"] = static_cast<double>(B) * S / (wall / n);
   state.counters["gemm_flop_per_s"] = flops / (wall / n);
   state.counters["layers_in_cyclic_group"] = in_group;
+}
+
+// ---------------------------------------------------------------- sampling
+
+__global__ void fill_logits(float* p, std::size_t n, int vocab, std::uint32_t seed) {
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
+    std::uint32_t x = static_cast<std::uint32_t>(i) * 2654435761u ^ seed;
+    x ^= x >> 13;
+    x *= 0x5bd1e995u;
+    x ^= x >> 15;
+    // Spread like an LM's logits: most in a band a few units wide, a handful of clear favourites per row.
+    const float v = (static_cast<float>(x & 0xFFFF) / 65536.0f - 0.5f) * 6.0f;
+    p[i] = (i % static_cast<std::size_t>(vocab)) % 4099 == 7 ? v + 9.0f : v;
+  }
+}
+
+/// One Sampler::sample call over [rows, 32000] device logits, host wall time (it ends with the
+/// tokens on the host, as generate() needs them). mode: 0 greedy, 1 temperature 0.8 over the whole
+/// vocabulary, 2 top-k 50, 3 top-p 0.9, 4 top-k 50 and top-p 0.9. sort: 1 = every row through the
+/// full sort (the path before the histogram, and its fallback).
+void BM_Sampling(benchmark::State& state) {
+  const int rows = static_cast<int>(state.range(0)), mode = static_cast<int>(state.range(1)), vocab = 32000;
+  lc::Stream s;
+  lc::Sampler sampler;
+  sampler.set_sort_rows(state.range(2) != 0);
+  lc::DeviceBuffer<float> logits(static_cast<std::size_t>(rows) * vocab);
+  fill_logits<<<1024, 256>>>(logits.data(), logits.size(), vocab, 11);
+  LCKV_CUDA_CHECK_LAUNCH("fill_logits");
+  LCKV_CUDA_CHECK(cudaDeviceSynchronize());
+  SamplingParams p;
+  p.temperature = mode == 0 ? 0.0f : 0.8f;
+  p.top_k = mode == 2 || mode == 4 ? 50 : 0;
+  p.top_p = mode == 3 || mode == 4 ? 0.9f : 1.0f;
+  std::vector<double> u(static_cast<std::size_t>(rows));
+  for (int r = 0; r < rows; ++r) u[static_cast<std::size_t>(r)] = (r * 0.618034) - static_cast<int>(r * 0.618034);
+  const MatrixView<const float> view{logits.data(), rows, vocab};
+  for (int i = 0; i < 3; ++i) benchmark::DoNotOptimize(sampler.sample(view, p, u, s.get()));
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto tokens = sampler.sample(view, p, u, s.get());
+    state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    benchmark::DoNotOptimize(tokens.data());
+  }
+  state.counters["sorted_rows"] = sampler.sorted_rows();
 }
 
 }  // namespace
@@ -722,6 +776,12 @@ BENCHMARK(BM_TinyLlamaDecodeStep)
     ->ArgsProduct({{32, 64}, {1024, 8192}, {0, 1}, {4, 5}, {0}})
     ->Iterations(40)
     ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Sampling)
+    ->ArgNames({"rows", "mode", "sort"})
+    ->ArgsProduct({{1, 32, 128}, {0, 1, 2, 3, 4}, {0, 1}})
+    ->UseManualTime()
+    ->MinTime(0.05)
+    ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_TinyLlamaPrefill)
     ->ArgNames({"batch", "prompt", "lckv"})
     ->ArgsProduct({{1, 8}, {1024}, {0, 1}})

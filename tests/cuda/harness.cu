@@ -330,16 +330,18 @@ std::vector<float> gather_rows(const std::vector<float>& src, int cols, const st
 
 
 std::vector<int> sample(const std::vector<float>& logits, int rows, int vocab, const SamplingParams& p,
-                        const std::vector<double>& u) {
-  auto d = to_device(logits);
-  cuda::Sampler sampler;
-  return sampler.sample(cmat(d, rows, vocab), p, u, nullptr);
+                        const std::vector<double>& u, bool sort_rows, int* sorted_rows) {
+  return sample(logits, rows, vocab, std::vector<SamplingParams>(static_cast<std::size_t>(rows), p), u, sort_rows,
+                sorted_rows);
 }
 std::vector<int> sample(const std::vector<float>& logits, int rows, int vocab, const std::vector<SamplingParams>& each,
-                        const std::vector<double>& u) {
+                        const std::vector<double>& u, bool sort_rows, int* sorted_rows) {
   auto d = to_device(logits);
   cuda::Sampler sampler;
-  return sampler.sample(cmat(d, rows, vocab), std::span<const SamplingParams>(each), u, nullptr);
+  sampler.set_sort_rows(sort_rows);
+  auto tokens = sampler.sample(cmat(d, rows, vocab), std::span<const SamplingParams>(each), u, nullptr);
+  if (sorted_rows) *sorted_rows = sampler.sorted_rows();
+  return tokens;
 }
 
 std::string provoke_cuda_error() {

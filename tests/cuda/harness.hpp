@@ -127,10 +127,12 @@ bool planned_early_copies(int rows, bool prefill_rows);
 std::vector<float> store_then_zero(const AttentionCase& c, const std::vector<RowInfo>& zero_rows);
 
 /// cuda::Sampler on device copies of logits [rows, vocab]: every row with `p`, or row r with each[r].
+/// `sort_rows`: every row through the full sort (Sampler::set_sort_rows); `sorted_rows` (optional)
+/// receives how many rows took that path.
 std::vector<int> sample(const std::vector<float>& logits, int rows, int vocab, const SamplingParams& p,
-                        const std::vector<double>& u);
+                        const std::vector<double>& u, bool sort_rows = false, int* sorted_rows = nullptr);
 std::vector<int> sample(const std::vector<float>& logits, int rows, int vocab, const std::vector<SamplingParams>& each,
-                        const std::vector<double>& u);
+                        const std::vector<double>& u, bool sort_rows = false, int* sorted_rows = nullptr);
 
 /// Throws the CudaError of a bad cudaMemcpy and returns its message.
 std::string provoke_cuda_error();

@@ -789,6 +789,26 @@ TEST_CASE("decode on tensor cores vs CPU: long rows, head layouts, forced splits
           }
 }
 
+/// Tokens of `sample(u)` for `trials` fresh uniforms per row, plus u = 0 and u = 1 - 2^-20, against
+/// sample_token on the same row with row_params(r). (Closer to 1 the draw lands in the far tail, where
+/// the histogram path's fixed-point weights may round it onto a neighbour: docs/cuda.md, limits.)
+template <class Sample, class Params>
+void check_sampling(const std::vector<float>& logits, int rows, int vocab, Rng& rng, int trials, Sample&& sample,
+                    Params&& row_params) {
+  for (int trial = 0; trial < trials + 2; ++trial) {
+    CAPTURE(trial);
+    std::vector<double> u;
+    for (int r = 0; r < rows; ++r) u.push_back(trial == trials ? 0.0 : trial == trials + 1 ? 1.0 - 0x1p-20 : rng.uniform());
+    const auto got = sample(u);
+    for (int r = 0; r < rows; ++r) {
+      CAPTURE(r);
+      const int want = sample_token(std::span<const float>(logits.data() + static_cast<std::size_t>(r) * vocab, vocab),
+                                    row_params(r), u[static_cast<std::size_t>(r)]);
+      CHECK(got[static_cast<std::size_t>(r)] == want);
+    }
+  }
+}
+
 TEST_CASE("sampling: same token as sample_token for the same u" * doctest::skip(!gpu())) {
   Rng rng(fresh_seed());
   const int rows = 6, vocab = 3000;
@@ -796,32 +816,63 @@ TEST_CASE("sampling: same token as sample_token for the same u" * doctest::skip(
   for (int i = 0; i < 50; ++i) logits[static_cast<std::size_t>(rng.below(logits.size()))] = 7.0f;  // ties
   const std::vector<SamplingParams> params{{0.0f, 0, 1.0f}, {1.0f, 0, 1.0f}, {0.7f, 40, 1.0f},
                                            {1.3f, 0, 0.9f}, {0.8f, 100, 0.5f}, {2.0f, 1, 1.0f}};
-  // Five calls of `sample(u)` with fresh uniforms; row r against sample_token with row_params(r).
-  auto check = [&](auto&& sample, auto&& row_params) {
-    for (int trial = 0; trial < 5; ++trial) {
-      CAPTURE(trial);
-      std::vector<double> u;
-      for (int r = 0; r < rows; ++r) u.push_back(rng.uniform());
-      const auto got = sample(u);
-      for (int r = 0; r < rows; ++r) {
-        CAPTURE(r);
-        const int want = sample_token(std::span<const float>(logits.data() + static_cast<std::size_t>(r) * vocab, vocab),
-                                      row_params(r), u[static_cast<std::size_t>(r)]);
-        CHECK(got[static_cast<std::size_t>(r)] == want);
-      }
-    }
-  };
-  for (const auto& p : params) {
-    CAPTURE(p.temperature);
-    CAPTURE(p.top_k);
-    CAPTURE(p.top_p);
-    check([&](const std::vector<double>& u) { return cudatest::sample(logits, rows, vocab, p, u); },
+  // Both paths: the histogram (no row of these needs the sort) and the full sort of every row.
+  for (const bool sort_rows : {false, true}) {
+    CAPTURE(sort_rows);
+    for (const auto& p : params) {
+      CAPTURE(p.temperature);
+      CAPTURE(p.top_k);
+      CAPTURE(p.top_p);
+      int sorted = -1;
+      check_sampling(
+          logits, rows, vocab, rng, 5,
+          [&](const std::vector<double>& u) { return cudatest::sample(logits, rows, vocab, p, u, sort_rows, &sorted); },
           [&](int) { return p; });
-  }
-  // One call with row r's own parameters params[r] (greedy rows among sampled ones, as a batch
-  // of mixed requests).
-  check([&](const std::vector<double>& u) { return cudatest::sample(logits, rows, vocab, params, u); },
+      CHECK(sorted == (sort_rows && !p.greedy() ? rows : 0));
+    }
+    // One call with row r's own parameters params[r] (greedy rows among sampled ones, as a batch
+    // of mixed requests).
+    check_sampling(
+        logits, rows, vocab, rng, 5,
+        [&](const std::vector<double>& u) { return cudatest::sample(logits, rows, vocab, params, u, sort_rows); },
         [&](int r) { return params[static_cast<std::size_t>(r)]; });
+  }
+}
+
+TEST_CASE("sampling: a language model's vocabulary through the histogram; crowded rows through the sort" *
+          doctest::skip(!gpu())) {
+  Rng rng(fresh_seed());
+  SUBCASE("32000 tokens, peaked rows: no row needs the sort") {
+    const int rows = 8, vocab = 32000;
+    auto logits = randn(static_cast<std::size_t>(rows) * vocab, rng, 2.5f);
+    for (int r = 0; r < rows; ++r)
+      for (int i = 0; i < 20; ++i)  // a few clear favourites per row, as a trained model gives
+        logits[static_cast<std::size_t>(r) * vocab + rng.below(vocab)] = 8.0f + 4.0f * static_cast<float>(rng.uniform());
+    // Row 7: the 40th token sits in a run of 60 equal logits, so the top-k cut splits the tie by index.
+    for (int i = 0; i < 60; ++i) logits[7ull * vocab + 100 + 7 * i] = 7.5f;
+    const std::vector<SamplingParams> params{{1.0f, 0, 1.0f},   {1.5f, 0, 1.0f},   {0.7f, 50, 1.0f}, {0.8f, 0, 0.9f},
+                                             {1.0f, 200, 0.95f}, {0.05f, 0, 1.0f}, {0.6f, 0, 0.5f},  {1.0f, 40, 1.0f}};
+    int sorted = -1;
+    check_sampling(
+        logits, rows, vocab, rng, 20,
+        [&](const std::vector<double>& u) { return cudatest::sample(logits, rows, vocab, params, u, false, &sorted); },
+        [&](int r) { return params[static_cast<std::size_t>(r)]; });
+    CHECK(sorted == 0);
+  }
+  SUBCASE("rows whose deciding bucket holds more than the sorted list takes") {
+    const int rows = 4, vocab = 3000;
+    auto logits = randn(static_cast<std::size_t>(rows) * vocab, rng, 3.0f);
+    std::fill_n(logits.begin(), vocab, 1.5f);  // row 0: flat
+    for (int i = 0; i < 2500; ++i) logits[1ull * vocab + i] = 20.0f;  // row 1: 2500 tied at the top
+    // Row 2: a temperature so high that every token lands in the first bucket; row 3 resolves.
+    const std::vector<SamplingParams> params{{1.0f, 0, 0.9f}, {0.7f, 0, 1.0f}, {1000.0f, 0, 0.9f}, {0.9f, 30, 0.8f}};
+    int sorted = -1;
+    check_sampling(
+        logits, rows, vocab, rng, 10,
+        [&](const std::vector<double>& u) { return cudatest::sample(logits, rows, vocab, params, u, false, &sorted); },
+        [&](int r) { return params[static_cast<std::size_t>(r)]; });
+    CHECK(sorted == 3);
+  }
 }
 
 }  // TEST_SUITE

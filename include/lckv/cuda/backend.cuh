@@ -75,6 +75,8 @@ public:
   void set_skinny_splits(int splits) { ctx_->gemm.set_skinny_splits(splits); }
   /// Benchmarks: Gemm::set_skinny_group_rows.
   void set_skinny_group_rows(int rows) { ctx_->gemm.set_skinny_group_rows(rows); }
+  /// Benchmarks: Sampler::set_sort_rows (every non-greedy row through the full sort).
+  void set_sort_sampling(bool on) { ctx_->sampler.set_sort_rows(on); }
 
   template <class T>
   Buffer<T> alloc(std::size_t n) const {
