@@ -140,7 +140,7 @@ namespace select {
 constexpr int kThreads = 512;
 constexpr int kBuckets = kThreads;  ///< one per thread, for the prefix scan over buckets
 /// Tokens with (top - logit) / T >= kSpan weigh exp(-32) = 1.3e-14 of the top token or less: they
-/// are left out (weight 0; the CPU's double sums barely see them either).
+/// are left out (weight 0; the CPU's double sums barely see them either). The top token is always in.
 constexpr double kSpan = 32.0;
 constexpr double kBucketsPerUnit = kBuckets / kSpan;
 constexpr int kListCap = 4 * kThreads;  ///< most tokens of one bucket sorted in shared memory
@@ -205,20 +205,31 @@ __global__ void __launch_bounds__(select::kThreads, 1) select_sample(const float
     return;
   }
   const double top = best.value, T = sp.temperature;
-  // z = (logit - top) / T <= 0, as sample_token computes it; candidates have z > -kSpan (not NaN).
-  auto z_of = [&](int i) { return (static_cast<double>(row[i]) - top) / T; };
-  auto bucket_of = [](double z) { return min(kBuckets - 1, static_cast<int>(-z * kBucketsPerUnit)); };
-  auto weight_of = [](double z) { return static_cast<u64>(llrint(exp(z) * kWeightScale)); };
+  const float top_f = best.value, buckets_per_logit = static_cast<float>(kBucketsPerUnit / T);
+  if (!isfinite(buckets_per_logit)) {  // a temperature near the smallest floats
+    if (tid == 0) out[blockIdx.x] = -1;
+    return;
+  }
+  // A token's bucket, floor((top - logit) / T * kBucketsPerUnit), in float: monotone in the logit
+  // (what the prefix sums over buckets rely on) and cheap. kBuckets: not a candidate (NaN too).
+  auto bucket_of = [&](float logit) {
+    const float d = (top_f - logit) * buckets_per_logit;
+    return d < static_cast<float>(kBuckets) ? static_cast<int>(d) : kBuckets;
+  };
+  // A candidate's weight exp((logit - top) / T) as sample_token computes it, in fixed point.
+  auto weight_of = [&](float logit) {
+    return static_cast<u64>(llrint(exp((static_cast<double>(logit) - top) / T) * kWeightScale));
+  };
 
   count_before[tid] = 0;
   weight_before[tid] = 0;
   __syncthreads();
   for (int i = tid; i < vocab; i += kThreads) {
-    const double z = z_of(i);
-    if (!(z > -kSpan)) continue;
-    const int b = bucket_of(z);
+    const float x = row[i];
+    const int b = bucket_of(x);
+    if (b == kBuckets) continue;
     atomicAdd(&count_before[b], 1u);
-    atomicAdd(&weight_before[b], weight_of(z));
+    atomicAdd(&weight_before[b], weight_of(x));
   }
   __syncthreads();
   // Thread t owns bucket t: its own count and weight stay in registers, the arrays become prefixes.
@@ -239,14 +250,14 @@ __global__ void __launch_bounds__(select::kThreads, 1) select_sample(const float
     if (tid == 0) list_size = 0;
     __syncthreads();
     for (int i = tid; i < vocab; i += kThreads) {
-      const double z = z_of(i);
-      if (!(z > -kSpan) || bucket_of(z) != b) continue;
-      const u64 key = order_key(row[i], i);
+      const float x = row[i];
+      if (bucket_of(x) != b) continue;
+      const u64 key = order_key(x, i);
       if (key < floor_key) continue;
       const int slot = atomicAdd(&list_size, 1);
       if (slot < kListCap) {
         list_key[slot] = key;
-        list_cum[slot] = weight_of(z);
+        list_cum[slot] = weight_of(x);
       }
     }
     __syncthreads();
