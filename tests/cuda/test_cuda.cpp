@@ -1017,6 +1017,55 @@ TEST_CASE("decode of 12 sequences at once (packed GEMMs, 16-bit attention output
     }
 }
 
+TEST_CASE("prefill runs of more rows than the packed GEMMs take: 16-bit gate / up, then decode, vs CPU" *
+          doctest::skip(!gpu())) {
+  // Above Gemm::kPackedRows rows the MLP of 16-bit weights writes gate / up in the weights' type
+  // (Gemm::prefill_mlp); fp32 weights and the unfused backend keep fp32 gate / up. The prompts:
+  // one run of 2 x 150 + 40 rows (the standard plan; LCKV's iterative passes run all rows too).
+  Rng rng(fresh_seed());
+  const int L = 4;
+  const std::vector<Variant> cases{{"standard", plans::standard(L)}, {"lckv-w1", plans::lckv(L, warmup::Sandwich{1})}};
+  ModelShape shape = small_shape();
+  shape.num_layers = L;
+  for (const auto& v : cases)
+    for (DType t : {DType::F32, DType::BF16, DType::F16})
+      for (const bool fusion : {true, false}) {
+        CAPTURE(v.name);
+        const std::string dtype_name = cudatest::name(t);
+        CAPTURE(dtype_name);
+        CAPTURE(fusion);
+        const ModelConfig config = configs::make(shape, v.plan);
+        const HostWeights weights = HostWeights::random(config, fresh_seed());
+        const HostWeights ref_weights = rounded_weights(config, weights, t);
+        ContiguousCache<float> cpu_cache(CacheGeometry::of(config), 3, 160);
+        Transformer<CpuBackend, ContiguousCache<float>> cpu_model(config, ref_weights.view());
+        cudatest::GpuModel::Options o;
+        o.weights = o.kv = t;
+        o.max_sequences = 3;
+        o.max_length = 160;
+        o.fusion = fusion;
+        cudatest::GpuModel gpu_model(config, weights, o);
+        std::vector<std::vector<int>> prompts{{}, {}, {}};
+        std::vector<SequenceChunk> cpu_chunks, gpu_chunks;
+        for (std::size_t s = 0; s < prompts.size(); ++s) {
+          for (int i = 0, n = s < 2 ? 150 : 40; i < n; ++i) prompts[s].push_back(static_cast<int>(rng.below(300)));
+          cpu_chunks.push_back({cpu_cache.open(), prompts[s]});
+          gpu_chunks.push_back({gpu_model.open(), prompts[s]});
+        }
+        const double bound = t == DType::F32 ? 1e-4 : 2e-2;
+        const ForwardOptions all{PrefillMode::Iterative, true};
+        CHECK(rel_error(flat(gpu_model.forward(gpu_chunks, all)), flat(cpu_model.forward(cpu_chunks, cpu_cache, all)),
+                        "prompt logits") <= bound);
+        std::vector<int> next{7, 8, 9};
+        std::vector<SequenceChunk> cs, gs;
+        for (std::size_t s = 0; s < prompts.size(); ++s) {
+          cs.push_back({cpu_chunks[s].seq, std::span<const int>(&next[s], 1)});
+          gs.push_back({gpu_chunks[s].seq, std::span<const int>(&next[s], 1)});
+        }
+        CHECK(rel_error(flat(gpu_model.forward(gs)), flat(cpu_model.forward(cs, cpu_cache)), "decode logits") <= bound);
+      }
+}
+
 TEST_CASE("decode of token n equals the sequential forward at n; contiguous == paged; graphs == eager; fused == unfused" *
           doctest::skip(!gpu())) {
   Rng rng(fresh_seed());

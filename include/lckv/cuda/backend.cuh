@@ -169,11 +169,13 @@ public:
     cuda::rope_store_kv_packed(packed, qkv[0].out, heads, slot, rows, theta, stream());
     return true;
   }
-  /// steps::mlp at decode batches past the GEMV: with 16-bit weights up to 32 rows a skinny
-  /// launch (RMSNorm + gate / up + SwiGLU writing the down projection's input rounded), then
-  /// down adding into x (skinny as well); above, with gate / up back to back
-  /// in memory, RMSNorm, one cuBLAS GEMM over [Wg; Wu], SwiGLU straight into the down
-  /// projection's input, the down GEMM adding into x. False (nothing done) elsewhere.
+  /// steps::mlp past the GEMV: with 16-bit weights up to 32 rows a skinny launch (RMSNorm +
+  /// gate / up + SwiGLU writing the down projection's input rounded), then down adding into x
+  /// (skinny as well); above, with gate / up back to back in memory, RMSNorm, one cuBLAS GEMM
+  /// over [Wg; Wu], SwiGLU straight into the down projection's input, the down GEMM adding into
+  /// x; the GEMM writes fp32 up to Gemm::kPackedRows rows (decode batches), 16-bit gate / up into
+  /// `gate`'s memory above (prefill with 16-bit weights: Gemm::prefill_mlp). False (nothing
+  /// done) elsewhere.
   bool mlp(MatrixView<float> x, const W* norm, float eps, MatrixView<float> xn, const W* wg, const W* wu, const W* wd,
            MatrixView<float> gate) const {
     Gemm& g = ctx_->gemm;
@@ -181,6 +183,12 @@ public:
       if (g.fusion() && g.template skinny_fused_fits<W>(x.rows, x.cols) && Gemm::vector_loads({x.data, norm, wg, wu})) {
         if (!ctx_->capturing) g.reserve_activation(static_cast<std::size_t>(x.rows) * gate.cols);
         g.skinny_mlp(x, norm, eps, wg, wu, wd, gate.cols);
+        return true;
+      }
+      if (g.prefill_mlp_fits(x.rows, x.cols, wg, wu, gate.cols)) {
+        if (!ctx_->capturing) g.reserve_activation(static_cast<std::size_t>(x.rows) * std::max(x.cols, gate.cols));
+        // gate: fp32 [rows, inter] scratch, the bytes of [rows, 2 * inter] in W.
+        g.prefill_mlp(x, norm, eps, wg, wd, gate.cols, reinterpret_cast<W*>(gate.data));
         return true;
       }
     }

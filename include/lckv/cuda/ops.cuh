@@ -166,17 +166,18 @@ __global__ void rope_store_kv(const float* q_in, int q_ld, float* q_out, int hea
 /// out = silu(gate) * up over [rows, cols], each operand with its own row stride;
 /// out may be gate (in place) or the 16-bit input of the next GEMM. Rows on the
 /// grid's y, columns on its x (no 64-bit division per element).
-template <class O>
-__global__ void swiglu(const float* gate, int gate_ld, const float* up, int up_ld, O* out, int out_ld, int rows,
-                       int cols) {
+template <class I, class O>
+__global__ void swiglu(const I* gate, int gate_ld, const I* up, int up_ld, O* out, int out_ld, int rows, int cols) {
   pdl::allow_next();
   pdl::wait();
   for (int r = blockIdx.y; r < rows; r += gridDim.y) {
-    const float* g = gate + static_cast<std::int64_t>(r) * gate_ld;
-    const float* u = up + static_cast<std::int64_t>(r) * up_ld;
+    const I* g = gate + static_cast<std::int64_t>(r) * gate_ld;
+    const I* u = up + static_cast<std::int64_t>(r) * up_ld;
     O* o = out + static_cast<std::int64_t>(r) * out_ld;
-    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += gridDim.x * blockDim.x)
-      o[c] = from_float<O>(g[c] / (1.0f + expf(-g[c])) * u[c]);
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += gridDim.x * blockDim.x) {
+      const float gc = to_float(g[c]);
+      o[c] = from_float<O>(gc / (1.0f + expf(-gc)) * to_float(u[c]));
+    }
   }
 }
 
@@ -272,17 +273,17 @@ inline void rope(MatrixView<float> x, int heads, int head_dim, const RowInfo* ro
 /// gate = silu(gate) * up. gate, up: [rows, intermediate].
 inline void swiglu(MatrixView<float> gate, MatrixView<const float> up, cudaStream_t s) {
   if (gate.size() == 0) return;
-  launch("swiglu", kernels::swiglu<float>, grid_for_rows(gate.rows, gate.cols), 256, 0, s, gate.data, gate.cols,
+  launch("swiglu", kernels::swiglu<float, float>, grid_for_rows(gate.rows, gate.cols), 256, 0, s, gate.data, gate.cols,
          up.data, up.cols, gate.data, gate.cols, gate.rows, gate.cols);
 }
 
-/// out = silu(gate) * up from one GEMM's output gate_up = [rows, 2 * cols] (gate
+/// out = silu(gate) * up from one GEMM's output gate_up = [rows, 2 * cols] of I (gate
 /// in the first cols columns, up in the next), rounded to O. out: [rows, cols] of O.
-template <class O>
-void swiglu_packed(MatrixView<const float> gate_up, O* out, cudaStream_t s) {
+template <class I, class O>
+void swiglu_packed(MatrixView<const I> gate_up, O* out, cudaStream_t s) {
   const int cols = gate_up.cols / 2;
   if (gate_up.rows == 0 || cols == 0) return;
-  launch("swiglu", kernels::swiglu<O>, grid_for_rows(gate_up.rows, cols), 256, 0, s, gate_up.data, gate_up.cols,
+  launch("swiglu", kernels::swiglu<I, O>, grid_for_rows(gate_up.rows, cols), 256, 0, s, gate_up.data, gate_up.cols,
          gate_up.data + cols, gate_up.cols, out, cols, gate_up.rows, cols);
 }
 
