@@ -10,8 +10,13 @@ plan); only the default variant (2) is drawn.
         variants of one run can stand side by side.
     python3 bench/cuda/plot_steps.py --wall out.png bench_cuda.json
         host wall time per step against device time: the forward returning [batch, vocab] fp32
-        logits (wall_ms), the one sampling on the device and returning token ids
-        (wall_sampled_ms), and the graph's device time (device_ms).
+        logits (wall_ms), the one sampling on the device and returning token ids (greedy:
+        wall_sampled_ms; temperature 0.8 / top-p 0.9 where measured: wall_top_p_ms, and
+        wall_top_p_sorted_ms with every row through the full sort), and the graph's device time
+        (device_ms).
+    python3 bench/cuda/plot_steps.py --sampling out.png bench_cuda.json
+        one Sampler call (BM_Sampling, host wall time) per rows x mode: the histogram path
+        against every row through the full sort, measured in the same process.
     python3 bench/cuda/plot_steps.py --prefill out.png before=base.json after=bench_cuda.json
         prefill tokens/s (BM_TinyLlamaPrefill), one bar per binary, log scale (LCKV's cyclic
         group runs m + b = 9 passes).
@@ -64,9 +69,14 @@ def step_target(key):
     return 0.70 if key[0] == 1 else 0.80 if key[0] >= 32 else None
 
 
-def draw(png, keys, series, ylabel, title, log=False, target=None):
+def step_label(key):
+    batch, context, plan = key
+    return f"b{batch}\n{context // 1024}K\n{plan}"
+
+
+def draw(png, keys, series, ylabel, title, log=False, target=None, tick=step_label):
     """Grouped bars: `series` is [(label, {key: value})], one bar per series in each key's group;
-    target(key): a red line over the key's group, or None."""
+    target(key): a red line over the key's group, or None; tick(key): the group's tick label."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -80,7 +90,7 @@ def draw(png, keys, series, ylabel, title, log=False, target=None):
         if line:
             ax.hlines(line, k - 0.1, k + 0.9 - 0.1, colors="red", linewidth=1)
     ax.set_xticks([k + 0.4 - width / 2 for k in range(len(keys))])
-    ax.set_xticklabels([f"b{b}\n{c // 1024}K\n{p}" for b, c, p in keys], fontsize=7)
+    ax.set_xticklabels([tick(key) for key in keys], fontsize=7)
     ax.set_ylabel(ylabel)
     if log:
         ax.set_yscale("log")
@@ -109,9 +119,11 @@ def roofline_plot(png, labelled):
 def wall_plot(png, path):
     entries, _ = steps(path)
     entries = {k: b for k, b in entries.items() if "wall_sampled_ms" in b}
-    series = [(label, {k: b[field] for k, b in entries.items()})
-              for label, field in (("device time", "device_ms"), ("wall, sampled on the device", "wall_sampled_ms"),
-                                   ("wall, logits to the host", "wall_ms"))]
+    fields = (("device time", "device_ms"), ("wall, greedy on the device", "wall_sampled_ms"),
+              ("wall, top-p 0.9 on the device", "wall_top_p_ms"),
+              ("wall, top-p 0.9, every row sorted", "wall_top_p_sorted_ms"), ("wall, logits to the host", "wall_ms"))
+    series = [(label, {k: b[field] for k, b in entries.items()}) for label, field in fields
+              if all(field in b for b in entries.values())]
     draw(png, sorted(entries), series, "ms per decode step",
          "TinyLlama-1.1B shape decode step (bf16): host wall time against device time", log=True)
 
@@ -120,6 +132,23 @@ def prefill_plot(png, labelled):
     series = [(item.split("=", 1)[0], prefill(item.split("=", 1)[1])) for item in labelled]
     keys = sorted(set().union(*(values.keys() for _, values in series)))
     draw(png, keys, series, "prompt tokens/s", "TinyLlama-1.1B shape prefill (bf16, iterative)", log=True)
+
+
+SAMPLING_MODES = {"0": "greedy", "1": "T 0.8", "2": "top-k 50", "3": "top-p 0.9", "4": "top-k 50\n+ top-p 0.9"}
+
+
+def sampling_plot(png, path):
+    with open(path) as f:
+        benchmarks = json.load(f)["benchmarks"]
+    series = {"0": {}, "1": {}}
+    for b in benchmarks:
+        if b["name"].startswith("BM_Sampling/"):
+            a = dict(p.split(":") for p in b["name"].split("/")[1:] if ":" in p)
+            series[a["sort"]][(int(a["rows"]), int(a["mode"]))] = b["real_time"]
+    keys = sorted(set(series["0"]) | set(series["1"]))
+    draw(png, keys, [("histogram, deciding bucket sorted", series["0"]), ("every row sorted", series["1"])],
+         "us per call (host wall, tokens on the host)", "Sampler over [rows, 32000] logits",
+         tick=lambda key: f"{key[0]} rows\n{SAMPLING_MODES[str(key[1])]}")
 
 
 def attention_plot(png, labelled):
@@ -133,6 +162,8 @@ def attention_plot(png, labelled):
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--wall":
         wall_plot(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 4 and sys.argv[1] == "--sampling":
+        sampling_plot(sys.argv[2], sys.argv[3])
     elif len(sys.argv) >= 4 and sys.argv[1] == "--prefill":
         prefill_plot(sys.argv[2], sys.argv[3:])
     elif len(sys.argv) >= 4 and sys.argv[1] == "--attention":
