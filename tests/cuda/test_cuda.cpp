@@ -565,11 +565,14 @@ TEST_CASE("rope, swiglu, copy, convert, gather_rows vs CPU" * doctest::skip(!gpu
   cpu::rope({want.data(), rows, cols}, heads, head_dim, info.data(), 10000.0f);
   CHECK(rel_error(cudatest::rope(x, cols, heads, head_dim, info, 10000.0f), want, "rope") <= 1e-5);
 
-  const auto gate = randn(1000, rng, 4.0f), up = randn(1000, rng);
-  auto g = gate;
-  cpu::swiglu({g.data(), 1, 1000}, {up.data(), 1, 1000});
-  CHECK(rel_error(cudatest::swiglu(gate, up), g, "swiglu") <= 1e-5);
-  CHECK(rel_error(cudatest::copy(gate), gate, "copy") == 0.0);
+  for (const int n : {1000, 1002}) {  // four columns per thread, and the scalar path
+    CAPTURE(n);
+    const auto gate = randn(static_cast<std::size_t>(n), rng, 4.0f), up = randn(static_cast<std::size_t>(n), rng);
+    auto g = gate;
+    cpu::swiglu({g.data(), 1, n}, {up.data(), 1, n});
+    CHECK(rel_error(cudatest::swiglu(gate, up), g, "swiglu") <= 1e-5);
+    CHECK(rel_error(cudatest::copy(gate), gate, "copy") == 0.0);
+  }
   // Rounding to bf16: the 4-wide path and its scalar tail (1003 elements), and unaligned pointers.
   const auto wide = randn(1003, rng, 3.0f);
   for (int offset : {0, 1}) {

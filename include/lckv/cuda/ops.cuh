@@ -7,6 +7,7 @@
 
 #include <cub/block/block_reduce.cuh>
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -118,26 +119,33 @@ __global__ void rope(float* x, int cols, int heads, int head_dim, const RowInfo*
   }
 }
 
-/// One thread per rotation pair of q's heads and k's heads: q rotated from q_in
-/// (row stride q_ld) into q_out ([n, heads * D]; may be q_in), k rotated on its
-/// way into the slot, v copied next to it (k, v: row stride kv_ld). theta == 0
-/// stores without rotating (StreamingLLM rotates at read time).
+/// One block per (row, group of heads_per_block heads): q's heads rotated from q_in (row
+/// stride q_ld) into q_out ([n, heads * D]; may be q_in), k's heads rotated on their way into the
+/// slot, v copied next to them (k, v: row stride kv_ld). The block first fills its row's sin / cos
+/// per rotation pair (a double pow and a sincosf per pair of the row, not per element: per
+/// element they made this kernel compute-bound). theta == 0 stores without rotating
+/// (StreamingLLM rotates at read time). Grid: (n, groups); dynamic shared memory: D floats.
 template <class Slot>
 __global__ void rope_store_kv(const float* q_in, int q_ld, float* q_out, int heads, const float* k, const float* v,
-                              int kv_ld, Slot slot, const RowInfo* rows, float theta, int n) {
+                              int kv_ld, Slot slot, const RowInfo* rows, float theta, int heads_per_block) {
+  extern __shared__ float sin_cos[];  // sin of pair i at [i], cos at [half + i]
   pdl::allow_next();
   pdl::wait();
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(slot.key(0, 0, 0))>>;
   const int D = slot.head_dim, half = D / 2, all = heads + slot.kv_heads;
-  const std::int64_t total = static_cast<std::int64_t>(n) * all * half;
-  for (std::int64_t t = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; t < total;
-       t += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const int i = static_cast<int>(t % half);
-    const int h = static_cast<int>((t / half) % all);
-    const int r = static_cast<int>(t / (static_cast<std::int64_t>(half) * all));
-    const RowInfo ri = rows[r];
+  const int r = static_cast<int>(blockIdx.x), h0 = static_cast<int>(blockIdx.y) * heads_per_block;
+  const int pairs = (min(all, h0 + heads_per_block) - h0) * half;
+  const RowInfo ri = rows[r];
+  for (int i = threadIdx.x; i < half; i += blockDim.x) {
     float s = 0.0f, c = 1.0f;
     if (theta > 0.0f) rope_sin_cos(ri.pos, i, D, theta, &s, &c);
+    sin_cos[i] = s;
+    sin_cos[half + i] = c;
+  }
+  __syncthreads();
+  for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
+    const int h = h0 + p / half, i = p % half;
+    const float s = sin_cos[i], c = sin_cos[half + i];
     if (h < heads) {
       const float* x = q_in + static_cast<std::int64_t>(r) * q_ld + h * D;
       float* y = q_out + (static_cast<std::int64_t>(r) * heads + h) * D;
@@ -163,20 +171,32 @@ __global__ void rope_store_kv(const float* q_in, int q_ld, float* q_out, int hea
   }
 }
 
+__device__ __forceinline__ float silu_times(float gate, float up) { return gate / (1.0f + expf(-gate)) * up; }
+
 /// out = silu(gate) * up over [rows, cols], each operand with its own row stride;
 /// out may be gate (in place) or the 16-bit input of the next GEMM. Rows on the
-/// grid's y, columns on its x (no 64-bit division per element).
+/// grid's y, columns on its x (no 64-bit division per element), four at a time
+/// (one 8- or 16-byte access per operand) where strides and pointers allow (vec4).
 template <class I, class O>
-__global__ void swiglu(const I* gate, int gate_ld, const I* up, int up_ld, O* out, int out_ld, int rows, int cols) {
+__global__ void swiglu(const I* gate, int gate_ld, const I* up, int up_ld, O* out, int out_ld, int rows, int cols,
+                       bool vec4) {
   pdl::allow_next();
   pdl::wait();
+  const int step = vec4 ? 4 : 1;
   for (int r = blockIdx.y; r < rows; r += gridDim.y) {
     const I* g = gate + static_cast<std::int64_t>(r) * gate_ld;
     const I* u = up + static_cast<std::int64_t>(r) * up_ld;
     O* o = out + static_cast<std::int64_t>(r) * out_ld;
-    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += gridDim.x * blockDim.x) {
-      const float gc = to_float(g[c]);
-      o[c] = from_float<O>(gc / (1.0f + expf(-gc)) * to_float(u[c]));
+    for (int c = (blockIdx.x * blockDim.x + threadIdx.x) * step; c < cols; c += gridDim.x * blockDim.x * step) {
+      if (vec4) {
+        const Pack4<I> gv = *reinterpret_cast<const Pack4<I>*>(g + c), uv = *reinterpret_cast<const Pack4<I>*>(u + c);
+        Pack4<O> ov;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) ov.v[j] = from_float<O>(silu_times(to_float(gv.v[j]), to_float(uv.v[j])));
+        *reinterpret_cast<Pack4<O>*>(o + c) = ov;
+      } else {
+        o[c] = from_float<O>(silu_times(to_float(g[c]), to_float(u[c])));
+      }
     }
   }
 }
@@ -270,11 +290,25 @@ inline void rope(MatrixView<float> x, int heads, int head_dim, const RowInfo* ro
   launch("rope", kernels::rope<0>, grid_for(n), 256, 0, s, x.data, x.cols, heads, head_dim, rows, theta, x.rows);
 }
 
+namespace detail {
+/// kernels::swiglu over [rows, cols], four columns per thread where every stride is a multiple of
+/// four and every operand aligned for it.
+template <class I, class O>
+void launch_swiglu(const I* gate, int gate_ld, const I* up, int up_ld, O* out, int out_ld, int rows, int cols,
+                   cudaStream_t s) {
+  const auto aligned = [](const void* p, std::size_t a) { return reinterpret_cast<std::uintptr_t>(p) % a == 0; };
+  const bool vec4 = cols % 4 == 0 && gate_ld % 4 == 0 && up_ld % 4 == 0 && out_ld % 4 == 0 &&
+                    aligned(gate, sizeof(kernels::Pack4<I>)) && aligned(up, sizeof(kernels::Pack4<I>)) &&
+                    aligned(out, sizeof(kernels::Pack4<O>));
+  launch("swiglu", kernels::swiglu<I, O>, grid_for_rows(rows, vec4 ? cols / 4 : cols), 256, 0, s, gate, gate_ld, up,
+         up_ld, out, out_ld, rows, cols, vec4);
+}
+}  // namespace detail
+
 /// gate = silu(gate) * up. gate, up: [rows, intermediate].
 inline void swiglu(MatrixView<float> gate, MatrixView<const float> up, cudaStream_t s) {
   if (gate.size() == 0) return;
-  launch("swiglu", kernels::swiglu<float, float>, grid_for_rows(gate.rows, gate.cols), 256, 0, s, gate.data, gate.cols,
-         up.data, up.cols, gate.data, gate.cols, gate.rows, gate.cols);
+  detail::launch_swiglu(gate.data, gate.cols, up.data, up.cols, gate.data, gate.cols, gate.rows, gate.cols, s);
 }
 
 /// out = silu(gate) * up from one GEMM's output gate_up = [rows, 2 * cols] of I (gate
@@ -283,8 +317,7 @@ template <class I, class O>
 void swiglu_packed(MatrixView<const I> gate_up, O* out, cudaStream_t s) {
   const int cols = gate_up.cols / 2;
   if (gate_up.rows == 0 || cols == 0) return;
-  launch("swiglu", kernels::swiglu<I, O>, grid_for_rows(gate_up.rows, cols), 256, 0, s, gate_up.data, gate_up.cols,
-         gate_up.data + cols, gate_up.cols, out, cols, gate_up.rows, cols);
+  detail::launch_swiglu(gate_up.data, gate_up.cols, gate_up.data + cols, gate_up.cols, out, cols, gate_up.rows, cols, s);
 }
 
 /// dst = src (same shape).
@@ -315,16 +348,27 @@ void store_kv(MatrixView<const float> k, MatrixView<const float> v, const Slot& 
   launch("store_kv", kernels::store_kv<Slot>, grid_for(n), 256, 0, s, k.data, v.data, slot, rows, k.rows);
 }
 
+namespace detail {
+/// kernels::rope_store_kv over n rows: blocks of 256 threads, each a row's heads_per_block heads
+/// (256 / (head_dim / 2) of them, at least one).
+template <class Slot>
+void launch_rope_store_kv(const float* q_in, int q_ld, float* q_out, int heads, const float* k, const float* v, int kv_ld,
+                          const Slot& slot, const RowInfo* rows, float theta, int n, cudaStream_t s) {
+  if (n == 0 || heads + slot.kv_heads == 0) return;
+  const int half = slot.head_dim / 2, per_block = std::max(1, 256 / half);
+  const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>((heads + slot.kv_heads + per_block - 1) / per_block));
+  launch("rope_store_kv", kernels::rope_store_kv<Slot>, grid, 256, static_cast<std::size_t>(slot.head_dim) * sizeof(float),
+         s, q_in, q_ld, q_out, heads, k, v, kv_ld, slot, rows, theta, per_block);
+}
+}  // namespace detail
+
 /// RoPE of q ([rows, heads * head_dim], in place) and k ([rows, kv_heads * head_dim]),
 /// then k and v into the slot at (seq, pos): rope, rope and store_kv in one launch.
 /// theta == 0 stores k unrotated and leaves q as it is.
 template <class Slot>
 void rope_store_kv(MatrixView<float> q, int heads, MatrixView<const float> k, MatrixView<const float> v, const Slot& slot,
                    const RowInfo* rows, float theta, cudaStream_t s) {
-  const std::int64_t n = static_cast<std::int64_t>(q.rows) * (heads + slot.kv_heads) * (slot.head_dim / 2);
-  if (n == 0) return;
-  launch("rope_store_kv", kernels::rope_store_kv<Slot>, grid_for(n), 256, 0, s, q.data, q.cols, q.data, heads, k.data,
-         v.data, k.cols, slot, rows, theta, q.rows);
+  detail::launch_rope_store_kv(q.data, q.cols, q.data, heads, k.data, v.data, k.cols, slot, rows, theta, q.rows, s);
 }
 
 /// rope_store_kv from one GEMM's output qkv = [rows, heads * head_dim + 2 * kv_heads * head_dim]
@@ -332,11 +376,9 @@ void rope_store_kv(MatrixView<float> q, int heads, MatrixView<const float> k, Ma
 template <class Slot>
 void rope_store_kv_packed(MatrixView<const float> qkv, MatrixView<float> q_out, int heads, const Slot& slot,
                           const RowInfo* rows, float theta, cudaStream_t s) {
-  const std::int64_t n = static_cast<std::int64_t>(qkv.rows) * (heads + slot.kv_heads) * (slot.head_dim / 2);
-  if (n == 0) return;
   const float* k = qkv.data + q_out.cols;
-  launch("rope_store_kv", kernels::rope_store_kv<Slot>, grid_for(n), 256, 0, s, qkv.data, qkv.cols, q_out.data, heads, k,
-         k + slot.kv_heads * slot.head_dim, qkv.cols, slot, rows, theta, qkv.rows);
+  detail::launch_rope_store_kv(qkv.data, qkv.cols, q_out.data, heads, k, k + slot.kv_heads * slot.head_dim, qkv.cols, slot,
+                               rows, theta, qkv.rows, s);
 }
 
 /// Zeroes the slot's keys and values at the given n rows.
