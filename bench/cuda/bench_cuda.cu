@@ -32,15 +32,19 @@ double kv_heads_bytes(const ModelConfig& c) {
   return static_cast<double>(c.shape.num_layers) * 2.0 * c.shape.num_kv_heads * c.shape.head_dim * 2.0;
 }
 
+/// A hash of (i, seed) as a number in [-0.5, 0.5): random inputs without a generator's state.
+__device__ float hashed_uniform(std::size_t i, std::uint32_t seed) {
+  std::uint32_t x = static_cast<std::uint32_t>(i) * 2654435761u ^ seed;
+  x ^= x >> 13;
+  x *= 0x5bd1e995u;
+  x ^= x >> 15;
+  return static_cast<float>(x & 0xFFFF) / 65536.0f - 0.5f;
+}
+
 __global__ void fill_random(bf16* p, std::size_t n, std::uint32_t seed) {
   for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
-    std::uint32_t x = static_cast<std::uint32_t>(i) * 2654435761u ^ seed;
-    x ^= x >> 13;
-    x *= 0x5bd1e995u;
-    x ^= x >> 15;
-    p[i] = __float2bfloat16_rn((static_cast<float>(x & 0xFFFF) / 65536.0f - 0.5f) * 2.0f);
-  }
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x)
+    p[i] = __float2bfloat16_rn(hashed_uniform(i, seed) * 2.0f);
 }
 void randomize(bf16* p, std::size_t n, std::uint32_t seed) {
   fill_random<<<1024, 256>>>(p, n, seed);
@@ -683,12 +687,8 @@ void BM_TinyLlamaPrefill(benchmark::State& state) {
 __global__ void fill_logits(float* p, std::size_t n, int vocab, std::uint32_t seed) {
   for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
-    std::uint32_t x = static_cast<std::uint32_t>(i) * 2654435761u ^ seed;
-    x ^= x >> 13;
-    x *= 0x5bd1e995u;
-    x ^= x >> 15;
     // Spread like an LM's logits: most in a band a few units wide, a handful of clear favourites per row.
-    const float v = (static_cast<float>(x & 0xFFFF) / 65536.0f - 0.5f) * 6.0f;
+    const float v = hashed_uniform(i, seed) * 6.0f;
     p[i] = (i % static_cast<std::size_t>(vocab)) % 4099 == 7 ? v + 9.0f : v;
   }
 }

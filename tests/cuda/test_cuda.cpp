@@ -928,6 +928,31 @@ HostWeights rounded_weights(const ModelConfig& c, const HostWeights& w, DType t)
 
 std::vector<float> flat(const Logits& l) { return {l.data.data(), l.data.data() + l.data.size()}; }
 
+/// One set of random weights as two models: the CPU reference (weights rounded to t, fp32 cache)
+/// and the GPU model (weights and KV in t), each with room for `sequences` of `length` positions.
+struct ModelPair {
+  ModelPair(const ModelConfig& config, DType t, int sequences, int length, bool fusion = true)
+      : weights(HostWeights::random(config, fresh_seed())),
+        ref_weights(rounded_weights(config, weights, t)),
+        cpu_cache(CacheGeometry::of(config), sequences, length),
+        cpu(config, ref_weights.view()),
+        gpu(config, weights, gpu_options(t, sequences, length, fusion)) {}
+
+  static cudatest::GpuModel::Options gpu_options(DType t, int sequences, int length, bool fusion) {
+    cudatest::GpuModel::Options o;
+    o.weights = o.kv = t;
+    o.max_sequences = sequences;
+    o.max_length = length;
+    o.fusion = fusion;
+    return o;
+  }
+
+  HostWeights weights, ref_weights;
+  ContiguousCache<float> cpu_cache;
+  Transformer<CpuBackend, ContiguousCache<float>> cpu;
+  cudatest::GpuModel gpu;
+};
+
 }  // namespace
 
 TEST_SUITE("cuda model") {
@@ -943,15 +968,10 @@ TEST_CASE("logits vs CPU for every named variant and random layer_types; decode 
       ModelConfig config = configs::make(small_shape(), v.plan);
       config.attention.sliding_window = 5;
       if (v.name == "yoco") config.attention.sink = 2;  // StreamingLLM: RoPE by cache position
-      const HostWeights weights = HostWeights::random(config, fresh_seed());
-      const HostWeights ref_weights = rounded_weights(config, weights, t);
-      ContiguousCache<float> cpu_cache(CacheGeometry::of(config), 3, 48);
-      Transformer<CpuBackend, ContiguousCache<float>> cpu_model(config, ref_weights.view());
-      cudatest::GpuModel::Options o;
-      o.weights = o.kv = t;
-      o.max_sequences = 3;
-      o.max_length = 48;
-      cudatest::GpuModel gpu_model(config, weights, o);
+      ModelPair models(config, t, 3, 48);
+      auto& cpu_model = models.cpu;
+      auto& cpu_cache = models.cpu_cache;
+      auto& gpu_model = models.gpu;
 
       std::vector<int> a, b;
       for (int i = 0; i < 6; ++i) a.push_back(static_cast<int>(rng.below(300)));
@@ -986,15 +1006,10 @@ TEST_CASE("decode of 12 sequences at once (packed GEMMs, 16-bit attention output
       CAPTURE(dtype_name);
       ModelConfig config = configs::make(small_shape(), v.plan);
       config.attention.sliding_window = 5;
-      const HostWeights weights = HostWeights::random(config, fresh_seed());
-      const HostWeights ref_weights = rounded_weights(config, weights, t);
-      ContiguousCache<float> cpu_cache(CacheGeometry::of(config), seqs, 32);
-      Transformer<CpuBackend, ContiguousCache<float>> cpu_model(config, ref_weights.view());
-      cudatest::GpuModel::Options o;
-      o.weights = o.kv = t;
-      o.max_sequences = seqs;
-      o.max_length = 32;
-      cudatest::GpuModel gpu_model(config, weights, o);
+      ModelPair models(config, t, seqs, 32);
+      auto& cpu_model = models.cpu;
+      auto& cpu_cache = models.cpu_cache;
+      auto& gpu_model = models.gpu;
       std::vector<std::vector<int>> prompts(seqs);
       std::vector<SequenceChunk> cpu_chunks, gpu_chunks;
       for (int s = 0; s < seqs; ++s) {
@@ -1038,16 +1053,10 @@ TEST_CASE("prefill runs of more rows than the packed GEMMs take: 16-bit gate / u
         CAPTURE(dtype_name);
         CAPTURE(fusion);
         const ModelConfig config = configs::make(shape, v.plan);
-        const HostWeights weights = HostWeights::random(config, fresh_seed());
-        const HostWeights ref_weights = rounded_weights(config, weights, t);
-        ContiguousCache<float> cpu_cache(CacheGeometry::of(config), 3, 160);
-        Transformer<CpuBackend, ContiguousCache<float>> cpu_model(config, ref_weights.view());
-        cudatest::GpuModel::Options o;
-        o.weights = o.kv = t;
-        o.max_sequences = 3;
-        o.max_length = 160;
-        o.fusion = fusion;
-        cudatest::GpuModel gpu_model(config, weights, o);
+        ModelPair models(config, t, 3, 160, fusion);
+        auto& cpu_model = models.cpu;
+        auto& cpu_cache = models.cpu_cache;
+        auto& gpu_model = models.gpu;
         std::vector<std::vector<int>> prompts{{}, {}, {}};
         std::vector<SequenceChunk> cpu_chunks, gpu_chunks;
         for (std::size_t s = 0; s < prompts.size(); ++s) {
@@ -1174,13 +1183,10 @@ TEST_CASE("tokens sampled on the device inside the forward equal sample_token on
 
 TEST_CASE("fp16 weights and KV run end to end" * doctest::skip(!gpu())) {
   ModelConfig config = configs::make(small_shape(), plans::lckv(6, warmup::Sandwich{2}));
-  const HostWeights weights = HostWeights::random(config, fresh_seed());
-  const HostWeights ref_weights = rounded_weights(config, weights, DType::F16);
-  ContiguousCache<float> cpu_cache(CacheGeometry::of(config), 1, 32);
-  Transformer<CpuBackend, ContiguousCache<float>> cpu_model(config, ref_weights.view());
-  cudatest::GpuModel::Options o;
-  o.weights = o.kv = DType::F16;
-  cudatest::GpuModel gpu_model(config, weights, o);
+  ModelPair models(config, DType::F16, 1, 32);
+  auto& cpu_model = models.cpu;
+  auto& cpu_cache = models.cpu_cache;
+  auto& gpu_model = models.gpu;
   std::vector<int> tokens{5, 17, 250, 3, 99, 42, 7, 8, 9, 10, 11, 12};
   SequenceChunk c{cpu_cache.open(), tokens}, g{gpu_model.open(), tokens};
   CHECK(rel_error(flat(gpu_model.forward({&g, 1}, {PrefillMode::Auto, true})),
