@@ -400,15 +400,32 @@ public:
       download(tokens, s);
       if (std::find(tokens.begin(), tokens.end(), -1) == tokens.end()) return tokens;
     }
-    // Rows the histogram could not resolve (or every row, under set_sort_rows): the sorted path.
-    std::vector<int> sorted(tokens.size());
-    sort_and_sample(logits, s);
-    download(sorted, s);
-    for (std::size_t r = 0; r < tokens.size(); ++r)
-      if (sort_rows_ || tokens[r] == -1) {
-        tokens[r] = sorted[r];
-        ++sorted_rows_;
+    // Rows the histogram could not resolve (or every row, under set_sort_rows) take the sorted
+    // path; when only some do, they are copied side by side first, so that only they are sorted.
+    std::vector<int> pick;
+    for (int r = 0; r < rows; ++r)
+      if (sort_rows_ || tokens[static_cast<std::size_t>(r)] == -1) pick.push_back(r);
+    MatrixView<const float> picked = logits;
+    if (static_cast<int>(pick.size()) < rows) {
+      const std::size_t row_bytes = static_cast<std::size_t>(logits.cols) * sizeof(float);
+      grow(picked_, pick.size() * static_cast<std::size_t>(logits.cols));
+      std::vector<SamplingParams> picked_params;
+      std::vector<double> picked_u;
+      for (std::size_t i = 0; i < pick.size(); ++i) {
+        const std::size_t r = static_cast<std::size_t>(pick[i]);
+        LCKV_CUDA_CHECK(cudaMemcpyAsync(picked_.data() + i * logits.cols, logits.data + r * logits.cols, row_bytes,
+                                        cudaMemcpyDeviceToDevice, s));
+        picked_params.push_back(params[r]);
+        picked_u.push_back(u[r]);
       }
+      upload(picked_params, picked_u, s);
+      picked = MatrixView<const float>{picked_.data(), static_cast<int>(pick.size()), logits.cols};
+    }
+    std::vector<int> sorted(pick.size());
+    sort_and_sample(picked, s);
+    download(sorted, s);
+    for (std::size_t i = 0; i < pick.size(); ++i) tokens[static_cast<std::size_t>(pick[i])] = sorted[i];
+    sorted_rows_ = static_cast<int>(pick.size());
     return tokens;
   }
 
@@ -466,7 +483,7 @@ private:
   }
   bool sort_rows_ = false;
   int sorted_rows_ = 0;
-  DeviceBuffer<float> keys_;
+  DeviceBuffer<float> keys_, picked_;  ///< picked_: the rows of a partial fallback, side by side
   DeviceBuffer<int> idx_in_, idx_out_, offsets_, out_;
   DeviceBuffer<double> u_;
   DeviceBuffer<SamplingParams> params_;
