@@ -31,7 +31,8 @@ import sys
 
 def runs(path, prefix):
     """The benchmarks of one JSON named prefix/..., each with its named arguments ("batch:8" ->
-    {"batch": "8"}) and plan, and the copy bandwidth in B/s (None where it was not run)."""
+    {"batch": "8"}) and plan (standard where it names none), and the copy bandwidth in B/s (None
+    where it was not run)."""
     with open(path) as f:
         benchmarks = json.load(f)["benchmarks"]
     copy = next((b["bytes_per_s"] for b in benchmarks if b["name"].startswith("BM_CopyBandwidth")), None)
@@ -39,7 +40,7 @@ def runs(path, prefix):
     for b in benchmarks:
         if b["name"].startswith(prefix + "/"):
             a = dict(p.split(":") for p in b["name"].split("/")[1:] if ":" in p)
-            out.append((a, "lckv-w2" if a["lckv"] == "1" else "standard", b))
+            out.append((a, "lckv-w2" if a.get("lckv") == "1" else "standard", b))
     return out, copy
 
 
@@ -138,13 +139,10 @@ SAMPLING_MODES = {"0": "greedy", "1": "T 0.8", "2": "top-k 50", "3": "top-p 0.9"
 
 
 def sampling_plot(png, path):
-    with open(path) as f:
-        benchmarks = json.load(f)["benchmarks"]
     series = {"0": {}, "1": {}}
-    for b in benchmarks:
-        if b["name"].startswith("BM_Sampling/"):
-            a = dict(p.split(":") for p in b["name"].split("/")[1:] if ":" in p)
-            series[a["sort"]][(int(a["rows"]), int(a["mode"]))] = b["real_time"]
+    entries, _ = runs(path, "BM_Sampling")
+    for a, _, b in entries:
+        series[a["sort"]][(int(a["rows"]), int(a["mode"]))] = b["real_time"]
     keys = sorted(set(series["0"]) | set(series["1"]))
     draw(png, keys, [("histogram, deciding bucket sorted", series["0"]), ("every row sorted", series["1"])],
          "us per call (host wall, tokens on the host)", "Sampler over [rows, 32000] logits",
