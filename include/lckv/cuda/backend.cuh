@@ -179,21 +179,21 @@ public:
   bool mlp(MatrixView<float> x, const W* norm, float eps, MatrixView<float> xn, const W* wg, const W* wu, const W* wd,
            MatrixView<float> gate) const {
     Gemm& g = ctx_->gemm;
+    const steps::Projection<W> both[] = {{wg, gate}, {wu, gate}};  // views give the checks the widths only
+    const std::span<const steps::Projection<W>> gate_up(both);
     if constexpr (!std::is_same_v<W, float>) {
       if (g.fusion() && g.template skinny_fused_fits<W>(x.rows, x.cols) && Gemm::vector_loads({x.data, norm, wg, wu})) {
         if (!ctx_->capturing) g.reserve_activation(static_cast<std::size_t>(x.rows) * gate.cols);
         g.skinny_mlp(x, norm, eps, wg, wu, wd, gate.cols);
         return true;
       }
-      if (g.prefill_mlp_fits(x.rows, x.cols, wg, wu, gate.cols)) {
+      if (g.prefill_mlp_fits(x.rows, x.cols, gate_up)) {
         if (!ctx_->capturing) g.reserve_activation(static_cast<std::size_t>(x.rows) * std::max(x.cols, gate.cols));
         // gate: fp32 [rows, inter] scratch, the bytes of [rows, 2 * inter] in W.
         g.prefill_mlp(x, norm, eps, wg, wd, gate.cols, reinterpret_cast<W*>(gate.data));
         return true;
       }
     }
-    const steps::Projection<W> both[] = {{wg, gate}, {wu, gate}};  // views give packs() the widths only
-    const std::span<const steps::Projection<W>> gate_up(both);
     if (!g.packs(x.rows, x.cols, gate_up)) return false;
     reserve_packed(x, 2 * gate.cols);
     if constexpr (!std::is_same_v<W, float>)

@@ -158,8 +158,14 @@ public:
   /// memory, as DeviceWeights lays out q / k / v and gate / up.
   template <StorageType W>
   bool packs(int rows, int in, std::span<const steps::Projection<W>> projections) const {
-    if (!fusion_ || rows <= gemv_rows<W>() || rows > kPackedRows || projections.size() < 2 || skinny_fused_fits<W>(rows, in))
-      return false;
+    return fusion_ && rows > gemv_rows<W>() && rows <= kPackedRows && !skinny_fused_fits<W>(rows, in) &&
+           stacked(projections, in);
+  }
+  /// Whether there are several projections and each weight starts where the previous one ends,
+  /// so that one GEMM over the stacked matrix computes them all.
+  template <StorageType W>
+  static bool stacked(std::span<const steps::Projection<W>> projections, int in) {
+    if (projections.size() < 2) return false;
     for (std::size_t s = 1; s < projections.size(); ++s)
       if (projections[s].weight != projections[s - 1].weight + static_cast<std::int64_t>(projections[s - 1].out.cols) * in)
         return false;
@@ -307,12 +313,11 @@ public:
     swiglu(gate, MatrixView<const float>{up.data, up.rows, up.cols}, stream_);
   }
 
-  /// Whether prefill_mlp applies: fusion on, 16-bit W, more rows than the packed GEMMs take
-  /// (prefill), and Wu right after Wg in memory, as DeviceWeights lays them out.
+  /// Whether prefill_mlp applies to the gate / up projections: fusion on, 16-bit W, more rows
+  /// than the packed GEMMs take (prefill), and the two weights stacked as DeviceWeights lays them out.
   template <StorageType W>
-  bool prefill_mlp_fits(int rows, int in, const W* wg, const W* wu, int inter) const {
-    return !std::is_same_v<W, float> && fusion_ && rows > kPackedRows &&
-           wu == wg + static_cast<std::int64_t>(inter) * in;
+  bool prefill_mlp_fits(int rows, int in, std::span<const steps::Projection<W>> gate_up) const {
+    return !std::is_same_v<W, float> && fusion_ && rows > kPackedRows && gate_up.size() == 2 && stacked(gate_up, in);
   }
 
   /// x += SwiGLU(RMSNorm(x; norm, eps) [Wg; Wu]^T) Wd^T at prefill row counts (prefill_mlp_fits):
@@ -326,11 +331,7 @@ public:
   void prefill_mlp(MatrixView<float> x, const W* norm, float eps, const W* wg, const W* wd, int inter, W* gate_up) {
     static_assert(!std::is_same_v<W, float>, "prefill_mlp: 16-bit weights only");
     const void* xn = normed(x, norm, eps, MatrixView<float>{});  // 16-bit W: into the activation scratch
-    const float alpha = 1.0f, beta = 0.0f;
-    // Column-major view: gate_up^T[2 inter, rows] = [Wg; Wu][in, 2 inter]^T * xn^T[in, rows].
-    LCKV_CUBLAS_CHECK(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, 2 * inter, x.rows, x.cols, &alpha, wg,
-                                   DTypeTraits<W>::cuda_type, x.cols, xn, DTypeTraits<W>::cuda_type, x.cols, &beta,
-                                   gate_up, DTypeTraits<W>::cuda_type, 2 * inter, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    cublas_gemm(xn, x.rows, x.cols, wg, gate_up, DTypeTraits<W>::cuda_type, 2 * inter, false);
     W* h = activation<W>(static_cast<std::int64_t>(x.rows) * inter);  // xn is consumed: the same scratch
     swiglu_packed(MatrixView<const W>{gate_up, x.rows, 2 * inter}, h, stream_);
     linear_from_rounded(h, x.rows, inter, wd, x, /*accumulate=*/true);
@@ -390,11 +391,17 @@ private:
   /// y (+)= b W^T through cuBLAS; b: [rows, in] in W's type (see rounded(), normed()).
   template <StorageType W>
   void cublas_linear(const void* b, int rows, int in, const W* w, MatrixView<float> y, bool accumulate) {
+    cublas_gemm(b, rows, in, w, y.data, CUDA_R_32F, y.cols, accumulate);
+  }
+  /// y (+)= b W^T through cuBLAS with fp32 accumulation, y [rows, out] of y_type (fp32, or W's
+  /// 16-bit type); b: [rows, in] in W's type.
+  template <StorageType W>
+  void cublas_gemm(const void* b, int rows, int in, const W* w, void* y, cudaDataType y_type, int out, bool accumulate) {
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     // Column-major view: y^T[out, rows] = W[in, out]^T * b^T[in, rows].
-    LCKV_CUBLAS_CHECK(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, y.cols, rows, in, &alpha, w,
-                                   DTypeTraits<W>::cuda_type, in, b, DTypeTraits<W>::cuda_type, in, &beta, y.data,
-                                   CUDA_R_32F, y.cols, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    LCKV_CUBLAS_CHECK(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &alpha, w, DTypeTraits<W>::cuda_type,
+                                   in, b, DTypeTraits<W>::cuda_type, in, &beta, y, y_type, out, CUBLAS_COMPUTE_32F,
+                                   CUBLAS_GEMM_DEFAULT));
   }
   /// One launch of the fused kernels (fuses(rows, in) holds): the GEMV up to gemv_rows() rows,
   /// else the skinny GEMM. x: [rows, in]; `up`: the GLU's Wu, or none.
