@@ -18,7 +18,7 @@
 namespace lckv::cuda {
 
 /// Whether `p` allows the 16-byte vector loads of the GEMV and the skinny GEMM (null counts as aligned).
-inline bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+inline bool aligned16(const void* p) { return aligned_to(p, 16); }
 
 /// Up to three matrices that read the same x: y_s[r, o] (+)= x[r] . w_s[o].
 /// tile_end[s] is the first tile past matrix s's tiles (the launcher fills it in).

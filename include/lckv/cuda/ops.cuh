@@ -8,6 +8,7 @@
 #include <cub/block/block_reduce.cuh>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <type_traits>
 
@@ -19,6 +20,11 @@
 #include "lckv/cuda/mma.cuh"
 
 namespace lckv::cuda {
+
+/// Whether `p` is a multiple of `bytes`, as vector accesses of that width need (null counts as aligned).
+__host__ __device__ inline bool aligned_to(const void* p, std::size_t bytes) {
+  return reinterpret_cast<std::uintptr_t>(p) % bytes == 0;
+}
 
 namespace kernels {
 
@@ -53,8 +59,8 @@ __global__ void __launch_bounds__(Threads) rmsnorm(const float* x, const W* w, f
   __shared__ float inv;
   const float* in = x + static_cast<std::int64_t>(blockIdx.x) * cols;
   O* o = out + static_cast<std::int64_t>(blockIdx.x) * cols;
-  const auto aligned = [](const void* p, std::size_t a) { return reinterpret_cast<std::uintptr_t>(p) % a == 0; };
-  const bool vec = cols % 4 == 0 && aligned(x, 16) && aligned(w, sizeof(Pack4<W>)) && aligned(out, sizeof(Pack4<O>));
+  const bool vec =
+      cols % 4 == 0 && aligned_to(x, 16) && aligned_to(w, sizeof(Pack4<W>)) && aligned_to(out, sizeof(Pack4<O>));
   const int n4 = vec ? cols / 4 : 0;
   float4 kept[Chunks];
   float ss = 0.0f;
@@ -220,7 +226,7 @@ __global__ void convert(const float* src, T* dst, std::int64_t n) {
   // Four elements per thread and step (one 16-byte load, one 8-byte store) where both pointers
   // allow it: one element per thread ran at ~0.4 of copy bandwidth before prefill GEMMs.
   if constexpr (sizeof(T) == 2) {
-    if (reinterpret_cast<std::uintptr_t>(src) % 16 == 0 && reinterpret_cast<std::uintptr_t>(dst) % 8 == 0) {
+    if (aligned_to(src, 16) && aligned_to(dst, 8)) {
       const std::int64_t quads = n / 4;
       for (std::int64_t i = first; i < quads; i += stride) {
         const float4 v = reinterpret_cast<const float4*>(src)[i];
@@ -296,10 +302,9 @@ namespace detail {
 template <class I, class O>
 void launch_swiglu(const I* gate, int gate_ld, const I* up, int up_ld, O* out, int out_ld, int rows, int cols,
                    cudaStream_t s) {
-  const auto aligned = [](const void* p, std::size_t a) { return reinterpret_cast<std::uintptr_t>(p) % a == 0; };
   const bool vec4 = cols % 4 == 0 && gate_ld % 4 == 0 && up_ld % 4 == 0 && out_ld % 4 == 0 &&
-                    aligned(gate, sizeof(kernels::Pack4<I>)) && aligned(up, sizeof(kernels::Pack4<I>)) &&
-                    aligned(out, sizeof(kernels::Pack4<O>));
+                    aligned_to(gate, sizeof(kernels::Pack4<I>)) && aligned_to(up, sizeof(kernels::Pack4<I>)) &&
+                    aligned_to(out, sizeof(kernels::Pack4<O>));
   launch("swiglu", kernels::swiglu<I, O>, grid_for_rows(rows, vec4 ? cols / 4 : cols), 256, 0, s, gate, gate_ld, up,
          up_ld, out, out_ld, rows, cols, vec4);
 }
