@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -557,13 +558,19 @@ TEST_CASE("skinny tensor-core GEMM (1-64 rows, 16- and 32-row blocks, cluster sp
 
 TEST_CASE("rope, swiglu, copy, convert, gather_rows vs CPU" * doctest::skip(!gpu())) {
   Rng rng(fresh_seed());
-  const int rows = 9, heads = 4, head_dim = 64, cols = heads * head_dim;
+  const int rows = 9;
   std::vector<RowInfo> info;
   for (int r = 0; r < rows; ++r) info.push_back({0, static_cast<int>(rng.below(600))});
-  auto x = randn(static_cast<std::size_t>(rows) * cols, rng);
-  auto want = x;
-  cpu::rope({want.data(), rows, cols}, heads, head_dim, info.data(), 10000.0f);
-  CHECK(rel_error(cudatest::rope(x, cols, heads, head_dim, info, 10000.0f), want, "rope") <= 1e-5);
+  // One block of heads; three blocks, the last one partial, with columns past the heads left alone.
+  for (const auto [heads, head_dim, extra] : {std::array{4, 64, 0}, std::array{20, 64, 48}, std::array{3, 128, 0}}) {
+    CAPTURE(heads);
+    CAPTURE(head_dim);
+    const int cols = heads * head_dim + extra;
+    auto x = randn(static_cast<std::size_t>(rows) * cols, rng);
+    auto want = x;
+    cpu::rope({want.data(), rows, cols}, heads, head_dim, info.data(), 10000.0f);
+    CHECK(rel_error(cudatest::rope(x, cols, heads, head_dim, info, 10000.0f), want, "rope") <= 1e-5);
+  }
 
   for (const int n : {1000, 1002}) {  // four columns per thread, and the scalar path
     CAPTURE(n);
@@ -583,6 +590,8 @@ TEST_CASE("rope, swiglu, copy, convert, gather_rows vs CPU" * doctest::skip(!gpu
     CHECK(rel_error(cudatest::convert_bf16(wide, offset), rounded, "convert") == 0.0);
   }
 
+  const int cols = 96;
+  const auto x = randn(static_cast<std::size_t>(rows) * cols, rng);
   std::vector<int> index{3, 0, 8, 8, 5};
   std::vector<float> gathered(index.size() * static_cast<std::size_t>(cols));
   cpu::gather_rows({x.data(), rows, cols}, index.data(), {gathered.data(), static_cast<int>(index.size()), cols});

@@ -100,25 +100,34 @@ __device__ inline float rope_inv_freq(int i, int head_dim, float theta) {
   return 1.0f / static_cast<float>(pow(static_cast<double>(theta), static_cast<double>(e)));
 }
 
-/// sin and cos of RoPE's angle for pair i of a head at position pos.
-__device__ inline void rope_sin_cos(int pos, int i, int head_dim, float theta, float* s, float* c) {
-  sincosf(static_cast<float>(pos) * rope_inv_freq(i, head_dim, theta), s, c);
+/// Fills a row's RoPE table at position pos: sin of pair i at [i], cos at [half + i] (sin 0,
+/// cos 1 when theta == 0). A double pow and a sincosf per pair of the row, not per element: per
+/// element they made the RoPE kernels compute-bound. The block synchronises before reading it.
+__device__ inline void fill_rope_table(float* sin_cos, int pos, int head_dim, float theta) {
+  const int half = head_dim / 2;
+  for (int i = threadIdx.x; i < half; i += blockDim.x) {
+    float s = 0.0f, c = 1.0f;
+    if (theta > 0.0f) sincosf(static_cast<float>(pos) * rope_inv_freq(i, head_dim, theta), &s, &c);
+    sin_cos[i] = s;
+    sin_cos[half + i] = c;
+  }
 }
 
+/// HF rotate_half RoPE in place, one block per (row, group of heads_per_block heads).
+/// x: [n, cols], heads of head_dim from column 0. Grid: (n, groups); dynamic shared memory: head_dim floats.
 template <int = 0>
-__global__ void rope(float* x, int cols, int heads, int head_dim, const RowInfo* rows, float theta, int n) {
+__global__ void rope(float* x, int cols, int heads, int head_dim, const RowInfo* rows, float theta, int heads_per_block) {
+  extern __shared__ float sin_cos[];
   pdl::allow_next();
   pdl::wait();
-  const int half = head_dim / 2;
-  const std::int64_t total = static_cast<std::int64_t>(n) * heads * half;
-  for (std::int64_t t = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; t < total;
-       t += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const int i = static_cast<int>(t % half);
-    const int h = static_cast<int>((t / half) % heads);
-    const int r = static_cast<int>(t / (static_cast<std::int64_t>(half) * heads));
-    float s, c;
-    rope_sin_cos(rows[r].pos, i, head_dim, theta, &s, &c);
-    float* v = x + static_cast<std::int64_t>(r) * cols + h * head_dim;
+  const int half = head_dim / 2, r = static_cast<int>(blockIdx.x), h0 = static_cast<int>(blockIdx.y) * heads_per_block;
+  const int pairs = (min(heads, h0 + heads_per_block) - h0) * half;
+  fill_rope_table(sin_cos, rows[r].pos, head_dim, theta);
+  __syncthreads();
+  for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
+    const int i = p % half;
+    const float s = sin_cos[i], c = sin_cos[half + i];
+    float* v = x + static_cast<std::int64_t>(r) * cols + (h0 + p / half) * head_dim;
     const float a = v[i], b = v[i + half];
     v[i] = a * c - b * s;
     v[i + half] = b * c + a * s;
@@ -127,9 +136,8 @@ __global__ void rope(float* x, int cols, int heads, int head_dim, const RowInfo*
 
 /// One block per (row, group of heads_per_block heads): q's heads rotated from q_in (row
 /// stride q_ld) into q_out ([n, heads * D]; may be q_in), k's heads rotated on their way into the
-/// slot, v copied next to them (k, v: row stride kv_ld). The block first fills its row's sin / cos
-/// per rotation pair (a double pow and a sincosf per pair of the row, not per element: per
-/// element they made this kernel compute-bound). theta == 0 stores without rotating
+/// slot, v copied next to them (k, v: row stride kv_ld). The block first fills its row's RoPE
+/// table (fill_rope_table). theta == 0 stores without rotating
 /// (StreamingLLM rotates at read time). Grid: (n, groups); dynamic shared memory: D floats.
 template <class Slot>
 __global__ void rope_store_kv(const float* q_in, int q_ld, float* q_out, int heads, const float* k, const float* v,
@@ -142,12 +150,7 @@ __global__ void rope_store_kv(const float* q_in, int q_ld, float* q_out, int hea
   const int r = static_cast<int>(blockIdx.x), h0 = static_cast<int>(blockIdx.y) * heads_per_block;
   const int pairs = (min(all, h0 + heads_per_block) - h0) * half;
   const RowInfo ri = rows[r];
-  for (int i = threadIdx.x; i < half; i += blockDim.x) {
-    float s = 0.0f, c = 1.0f;
-    if (theta > 0.0f) rope_sin_cos(ri.pos, i, D, theta, &s, &c);
-    sin_cos[i] = s;
-    sin_cos[half + i] = c;
-  }
+  fill_rope_table(sin_cos, ri.pos, D, theta);
   __syncthreads();
   for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
     const int h = h0 + p / half, i = p % half;
@@ -291,9 +294,11 @@ void rmsnorm(MatrixView<const float> x, const W* w, float eps, MatrixView<float>
 
 /// HF rotate_half RoPE in place. x: [rows, heads * head_dim]; rows: [rows] device.
 inline void rope(MatrixView<float> x, int heads, int head_dim, const RowInfo* rows, float theta, cudaStream_t s) {
-  const std::int64_t n = static_cast<std::int64_t>(x.rows) * heads * (head_dim / 2);
-  if (n == 0) return;
-  launch("rope", kernels::rope<0>, grid_for(n), 256, 0, s, x.data, x.cols, heads, head_dim, rows, theta, x.rows);
+  if (x.rows == 0 || heads == 0) return;
+  const int per_block = std::max(1, 256 / (head_dim / 2));
+  const dim3 grid(static_cast<unsigned>(x.rows), static_cast<unsigned>((heads + per_block - 1) / per_block));
+  launch("rope", kernels::rope<0>, grid, 256, static_cast<std::size_t>(head_dim) * sizeof(float), s, x.data, x.cols,
+         heads, head_dim, rows, theta, per_block);
 }
 
 namespace detail {
