@@ -47,15 +47,25 @@ struct ArgMaxOp {
   }
 };
 
+/// The highest logit of a row and its index, the lowest among ties (index `vocab` when the row
+/// has no number above -inf); the result is valid in thread 0.
 template <int Threads>
-__global__ void __launch_bounds__(Threads) argmax_rows(const float* logits, int vocab, int* out) {
-  using Reduce = cub::BlockReduce<ArgMaxPair, Threads>;
-  __shared__ typename Reduce::TempStorage tmp;
-  const float* row = logits + static_cast<std::int64_t>(blockIdx.x) * vocab;
+__device__ ArgMaxPair row_argmax(const float* row, int vocab,
+                                 typename cub::BlockReduce<ArgMaxPair, Threads>::TempStorage& tmp) {
   ArgMaxPair best{-INFINITY, vocab};
   for (int i = threadIdx.x; i < vocab; i += Threads) best = ArgMaxOp{}(best, ArgMaxPair{row[i], i});
-  const ArgMaxPair r = Reduce(tmp).Reduce(best, ArgMaxOp{});
-  if (threadIdx.x == 0) out[blockIdx.x] = r.index < vocab ? r.index : 0;
+  return cub::BlockReduce<ArgMaxPair, Threads>(tmp).Reduce(best, ArgMaxOp{});
+}
+/// A greedy row's token: its arg-max, or 0 when it has none.
+__device__ __forceinline__ int greedy_token(const ArgMaxPair& best, int vocab) {
+  return best.index < vocab ? best.index : 0;
+}
+
+template <int Threads>
+__global__ void __launch_bounds__(Threads) argmax_rows(const float* logits, int vocab, int* out) {
+  __shared__ typename cub::BlockReduce<ArgMaxPair, Threads>::TempStorage tmp;
+  const ArgMaxPair r = row_argmax<Threads>(logits + static_cast<std::int64_t>(blockIdx.x) * vocab, vocab, tmp);
+  if (threadIdx.x == 0) out[blockIdx.x] = greedy_token(r, vocab);
 }
 
 template <int = 0>
@@ -190,26 +200,21 @@ __global__ void __launch_bounds__(select::kThreads, 1) select_sample(const float
   const int tid = static_cast<int>(threadIdx.x);
   const float* row = logits + static_cast<std::int64_t>(blockIdx.x) * vocab;
   const SamplingParams sp = params[blockIdx.x];
-  ArgMaxPair best{-INFINITY, vocab};
-  for (int i = tid; i < vocab; i += kThreads) best = ArgMaxOp{}(best, ArgMaxPair{row[i], i});
-  best = Reduce(tmp.reduce).Reduce(best, ArgMaxOp{});
+  ArgMaxPair best = row_argmax<kThreads>(row, vocab, tmp.reduce);
   if (tid == 0) top_s = best;
   __syncthreads();
   best = top_s;
   if (sp.greedy()) {
-    if (tid == 0) out[blockIdx.x] = best.index < vocab ? best.index : 0;
+    if (tid == 0) out[blockIdx.x] = greedy_token(best, vocab);
     return;
   }
-  if (vocab > kMaxVocab || !isfinite(best.value)) {
+  auto give_up = [&] {  // the row takes the sorted path
     if (tid == 0) out[blockIdx.x] = -1;
-    return;
-  }
+  };
+  if (vocab > kMaxVocab || !isfinite(best.value)) return give_up();
   const double top = best.value, T = sp.temperature;
   const float top_f = best.value, buckets_per_logit = static_cast<float>(kBucketsPerUnit / T);
-  if (!isfinite(buckets_per_logit)) {  // a temperature near the smallest floats
-    if (tid == 0) out[blockIdx.x] = -1;
-    return;
-  }
+  if (!isfinite(buckets_per_logit)) return give_up();  // a temperature near the smallest floats
   // A token's bucket, floor((top - logit) / T * kBucketsPerUnit), in float: monotone in the logit
   // (what the prefix sums over buckets rely on) and cheap. kBuckets: not a candidate (NaN too).
   auto bucket_of = [&](float logit) {
@@ -321,10 +326,6 @@ __global__ void __launch_bounds__(select::kThreads, 1) select_sample(const float
     __syncthreads();
     return found;
   };
-  auto give_up = [&] {
-    if (tid == 0) out[blockIdx.x] = -1;
-  };
-
   const int k = sp.top_k > 0 ? min(sp.top_k, vocab) : vocab;
   if (static_cast<unsigned>(k) < candidates) {
     if (tid == 0) found = 0;
