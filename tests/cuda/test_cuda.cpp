@@ -283,7 +283,7 @@ TEST_CASE("norm_project (RMSNorm + 1-3 projections in one GEMV launch) vs CPU" *
 
 TEST_CASE("rope_store_kv (RoPE of q and k, K/V into the cache in one launch) vs CPU" * doctest::skip(!gpu())) {
   for (DType t : {DType::F32, DType::BF16})
-    for (int head_dim : {64, 128})
+    for (int head_dim : {64, 128, 6})  // 6: one pair per access (an odd half head)
       for (float theta : {10000.0f, 500000.0f, 0.0f}) {  // 0: StreamingLLM stores unrotated keys
         const std::string dtype_name = cudatest::name(t);
         CAPTURE(dtype_name);
@@ -561,8 +561,10 @@ TEST_CASE("rope, swiglu, copy, convert, gather_rows vs CPU" * doctest::skip(!gpu
   const int rows = 9;
   std::vector<RowInfo> info;
   for (int r = 0; r < rows; ++r) info.push_back({0, static_cast<int>(rng.below(600))});
-  // One block of heads; three blocks, the last one partial, with columns past the heads left alone.
-  for (const auto [heads, head_dim, extra] : {std::array{4, 64, 0}, std::array{20, 64, 48}, std::array{3, 128, 0}}) {
+  // One block of heads; three blocks, the last one partial, with columns past the heads left alone;
+  // one pair per access (an odd half head, an odd row stride).
+  for (const auto [heads, head_dim, extra] :
+       {std::array{4, 64, 0}, std::array{40, 64, 48}, std::array{3, 128, 0}, std::array{5, 6, 1}, std::array{3, 64, 1}}) {
     CAPTURE(heads);
     CAPTURE(head_dim);
     const int cols = heads * head_dim + extra;

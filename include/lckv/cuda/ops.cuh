@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <type_traits>
 
 #include "lckv/core/buffer.hpp"
@@ -38,11 +39,13 @@ __global__ void embed(const int* tokens, const W* table, float* out, int cols) {
   for (int c = threadIdx.x; c < cols; c += blockDim.x) dst[c] = to_float(src[c]);
 }
 
-/// Four consecutive elements, moved as one 8- or 16-byte access.
-template <class T>
-struct alignas(4 * sizeof(T)) Pack4 {
-  T v[4];
+/// N consecutive elements, moved as one access (Pack4: one 8- or 16-byte access).
+template <class T, int N>
+struct alignas(N * sizeof(T)) Pack {
+  T v[N];
 };
+template <class T>
+using Pack4 = Pack<T, 4>;
 
 /// out = RMSNorm(x) rounded to O (fp32, or a GEMM's 16-bit input). One block per
 /// row (CUB block reduction). With cols % 4 == 0 and aligned x, w and out, each
@@ -100,83 +103,119 @@ __device__ inline float rope_inv_freq(int i, int head_dim, float theta) {
   return 1.0f / static_cast<float>(pow(static_cast<double>(theta), static_cast<double>(e)));
 }
 
-/// Fills a row's RoPE table at position pos: sin of pair i at [i], cos at [half + i] (sin 0,
-/// cos 1 when theta == 0). A double pow and a sincosf per pair of the row, not per element: per
-/// element they made the RoPE kernels compute-bound. The block synchronises before reading it.
-__device__ inline void fill_rope_table(float* sin_cos, int pos, int head_dim, float theta) {
+/// RoPE tables in shared memory, [head_dim] floats: fill_rope_freqs writes pair i's frequency
+/// at [i] (it depends on no earlier kernel, so it runs before pdl::wait and its double pow stays
+/// off the critical path); fill_rope_table, given the row's position, turns it into sin at [i] and
+/// cos at [half + i] (sin 0, cos 1 when theta == 0). Both give pair i to the same thread, so no
+/// barrier is needed between them; the block synchronises before reading the table.
+__device__ inline void fill_rope_freqs(float* table, int head_dim, float theta) {
+  if (theta > 0.0f)
+    for (int i = threadIdx.x; i < head_dim / 2; i += blockDim.x) table[i] = rope_inv_freq(i, head_dim, theta);
+}
+__device__ inline void fill_rope_table(float* table, int pos, int head_dim, float theta) {
   const int half = head_dim / 2;
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
     float s = 0.0f, c = 1.0f;
-    if (theta > 0.0f) sincosf(static_cast<float>(pos) * rope_inv_freq(i, head_dim, theta), &s, &c);
-    sin_cos[i] = s;
-    sin_cos[half + i] = c;
+    if (theta > 0.0f) sincosf(static_cast<float>(pos) * table[i], &s, &c);
+    table[i] = s;
+    table[half + i] = c;
   }
 }
 
-/// HF rotate_half RoPE in place, one block per (row, group of heads_per_block heads).
-/// x: [n, cols], heads of head_dim from column 0. Grid: (n, groups); dynamic shared memory: head_dim floats.
-template <int = 0>
+/// Pairs i .. i + P - 1 of a head x ([head_dim] of T): their first halves into a, second into b.
+template <int P, class T>
+__device__ __forceinline__ void load_pairs(const T* x, int i, int half, float (&a)[P], float (&b)[P]) {
+  const Pack<T, P> lo = *reinterpret_cast<const Pack<T, P>*>(x + i), hi = *reinterpret_cast<const Pack<T, P>*>(x + i + half);
+#pragma unroll
+  for (int e = 0; e < P; ++e) {
+    a[e] = to_float(lo.v[e]);
+    b[e] = to_float(hi.v[e]);
+  }
+}
+template <int P, class T>
+__device__ __forceinline__ void store_pairs(T* y, int i, int half, const float (&a)[P], const float (&b)[P]) {
+  Pack<T, P> lo, hi;
+#pragma unroll
+  for (int e = 0; e < P; ++e) {
+    lo.v[e] = from_float<T>(a[e]);
+    hi.v[e] = from_float<T>(b[e]);
+  }
+  *reinterpret_cast<Pack<T, P>*>(y + i) = lo;
+  *reinterpret_cast<Pack<T, P>*>(y + i + half) = hi;
+}
+/// HF rotate_half of pairs i .. i + P - 1 by a table from fill_rope_table.
+template <int P>
+__device__ __forceinline__ void rotate_pairs(const float* table, int i, int half, float (&a)[P], float (&b)[P]) {
+#pragma unroll
+  for (int e = 0; e < P; ++e) {
+    const float s = table[i + e], c = table[half + i + e], x = a[e], y = b[e];
+    a[e] = x * c - y * s;
+    b[e] = y * c + x * s;
+  }
+}
+
+/// HF rotate_half RoPE in place, one block per (row, group of heads_per_block heads), each
+/// thread P adjacent pairs of a head (P = 2: 8-byte accesses). x: [n, cols], heads of head_dim
+/// from column 0. Grid: (n, groups); dynamic shared memory: head_dim floats.
+template <int P>
 __global__ void rope(float* x, int cols, int heads, int head_dim, const RowInfo* rows, float theta, int heads_per_block) {
-  extern __shared__ float sin_cos[];
+  extern __shared__ float table[];
+  fill_rope_freqs(table, head_dim, theta);
   pdl::allow_next();
   pdl::wait();
   const int half = head_dim / 2, r = static_cast<int>(blockIdx.x), h0 = static_cast<int>(blockIdx.y) * heads_per_block;
-  const int pairs = (min(heads, h0 + heads_per_block) - h0) * half;
-  fill_rope_table(sin_cos, rows[r].pos, head_dim, theta);
+  const int per_head = half / P, units = (min(heads, h0 + heads_per_block) - h0) * per_head;
+  fill_rope_table(table, rows[r].pos, head_dim, theta);
   __syncthreads();
-  for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
-    const int i = p % half;
-    const float s = sin_cos[i], c = sin_cos[half + i];
-    float* v = x + static_cast<std::int64_t>(r) * cols + (h0 + p / half) * head_dim;
-    const float a = v[i], b = v[i + half];
-    v[i] = a * c - b * s;
-    v[i + half] = b * c + a * s;
+  for (int u = threadIdx.x; u < units; u += blockDim.x) {
+    const int i = (u % per_head) * P;
+    float* head = x + static_cast<std::int64_t>(r) * cols + (h0 + u / per_head) * head_dim;
+    float a[P], b[P];
+    load_pairs<P>(head, i, half, a, b);
+    rotate_pairs<P>(table, i, half, a, b);
+    store_pairs<P>(head, i, half, a, b);
   }
 }
 
-/// One block per (row, group of heads_per_block heads): q's heads rotated from q_in (row
-/// stride q_ld) into q_out ([n, heads * D]; may be q_in), k's heads rotated on their way into the
-/// slot, v copied next to them (k, v: row stride kv_ld). The block first fills its row's RoPE
-/// table (fill_rope_table). theta == 0 stores without rotating
-/// (StreamingLLM rotates at read time). Grid: (n, groups); dynamic shared memory: D floats.
-template <class Slot>
+/// One block per (row, group of heads_per_block heads), each thread P adjacent pairs of a head:
+/// q's heads rotated from q_in (row stride q_ld) into q_out ([n, heads * D]; may be q_in), k's
+/// heads rotated on their way into the slot, v copied next to them (k, v: row stride kv_ld). The
+/// block fills its row's RoPE table first (fill_rope_freqs / fill_rope_table). theta == 0 stores
+/// without rotating (StreamingLLM rotates at read time). Grid: (n, groups); dynamic shared
+/// memory: D floats.
+template <class Slot, int P>
 __global__ void rope_store_kv(const float* q_in, int q_ld, float* q_out, int heads, const float* k, const float* v,
                               int kv_ld, Slot slot, const RowInfo* rows, float theta, int heads_per_block) {
-  extern __shared__ float sin_cos[];  // sin of pair i at [i], cos at [half + i]
+  extern __shared__ float table[];
+  const int D = slot.head_dim, half = D / 2, all = heads + slot.kv_heads;
+  fill_rope_freqs(table, D, theta);
   pdl::allow_next();
   pdl::wait();
-  using T = std::remove_cv_t<std::remove_pointer_t<decltype(slot.key(0, 0, 0))>>;
-  const int D = slot.head_dim, half = D / 2, all = heads + slot.kv_heads;
   const int r = static_cast<int>(blockIdx.x), h0 = static_cast<int>(blockIdx.y) * heads_per_block;
-  const int pairs = (min(all, h0 + heads_per_block) - h0) * half;
+  const int per_head = half / P, units = (min(all, h0 + heads_per_block) - h0) * per_head;
   const RowInfo ri = rows[r];
-  fill_rope_table(sin_cos, ri.pos, D, theta);
+  fill_rope_table(table, ri.pos, D, theta);
   __syncthreads();
-  for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
-    const int h = h0 + p / half, i = p % half;
-    const float s = sin_cos[i], c = sin_cos[half + i];
+  for (int u = threadIdx.x; u < units; u += blockDim.x) {
+    const int h = h0 + u / per_head, i = (u % per_head) * P;
+    float a[P], b[P];
     if (h < heads) {
       const float* x = q_in + static_cast<std::int64_t>(r) * q_ld + h * D;
       float* y = q_out + (static_cast<std::int64_t>(r) * heads + h) * D;
-      const float a = x[i], b = x[i + half];
-      if (theta > 0.0f) {
-        y[i] = a * c - b * s;
-        y[i + half] = b * c + a * s;
-      } else if (y != x) {
-        y[i] = a;
-        y[i + half] = b;
+      if (theta > 0.0f || y != x) {
+        load_pairs<P>(x, i, half, a, b);
+        if (theta > 0.0f) rotate_pairs<P>(table, i, half, a, b);
+        store_pairs<P>(y, i, half, a, b);
       }
       continue;
     }
     const int kh = h - heads;
     const std::int64_t at = static_cast<std::int64_t>(r) * kv_ld + kh * D;
-    const float a = k[at + i], b = k[at + i + half];
-    T* key = slot.key(ri.seq, ri.pos, kh);
-    T* value = slot.value(ri.seq, ri.pos, kh);
-    key[i] = from_float<T>(a * c - b * s);
-    key[i + half] = from_float<T>(b * c + a * s);
-    value[i] = from_float<T>(v[at + i]);
-    value[i + half] = from_float<T>(v[at + i + half]);
+    load_pairs<P>(k + at, i, half, a, b);
+    if (theta > 0.0f) rotate_pairs<P>(table, i, half, a, b);
+    store_pairs<P>(slot.key(ri.seq, ri.pos, kh), i, half, a, b);
+    load_pairs<P>(v + at, i, half, a, b);
+    store_pairs<P>(slot.value(ri.seq, ri.pos, kh), i, half, a, b);
   }
 }
 
@@ -292,13 +331,41 @@ void rmsnorm(MatrixView<const float> x, const W* w, float eps, MatrixView<float>
   rmsnorm_into(x, w, eps, out.data, s);
 }
 
+namespace detail {
+/// The RoPE kernels' launch shape: blocks of 256 threads, each thread P pairs of a head, so a
+/// block takes 256 P / (head_dim / 2) heads of a row (at least one).
+struct RopeGrid {
+  dim3 grid;
+  int heads_per_block;
+};
+inline RopeGrid rope_grid(int rows, int heads, int head_dim, int P) {
+  const int per_block = std::max(1, 256 * P / (head_dim / 2));
+  return {dim3(static_cast<unsigned>(rows), static_cast<unsigned>((heads + per_block - 1) / per_block)), per_block};
+}
+/// Whether the RoPE kernels may move two pairs per access (8 bytes of fp32): an even half head,
+/// 8-byte aligned operands and even row strides. The KV slots' rows are aligned wherever these
+/// are, as the attention kernels' 16-byte copies already need.
+inline bool rope_pairs2(int head_dim, std::initializer_list<const void*> operands, std::initializer_list<int> strides) {
+  if (head_dim % 4 != 0) return false;
+  for (const void* p : operands)
+    if (!aligned_to(p, 8)) return false;
+  for (const int ld : strides)
+    if (ld % 2 != 0) return false;
+  return true;
+}
+}  // namespace detail
+
 /// HF rotate_half RoPE in place. x: [rows, heads * head_dim]; rows: [rows] device.
 inline void rope(MatrixView<float> x, int heads, int head_dim, const RowInfo* rows, float theta, cudaStream_t s) {
   if (x.rows == 0 || heads == 0) return;
-  const int per_block = std::max(1, 256 / (head_dim / 2));
-  const dim3 grid(static_cast<unsigned>(x.rows), static_cast<unsigned>((heads + per_block - 1) / per_block));
-  launch("rope", kernels::rope<0>, grid, 256, static_cast<std::size_t>(head_dim) * sizeof(float), s, x.data, x.cols,
-         heads, head_dim, rows, theta, per_block);
+  const std::size_t table = static_cast<std::size_t>(head_dim) * sizeof(float);
+  if (detail::rope_pairs2(head_dim, {x.data}, {x.cols})) {
+    const auto g = detail::rope_grid(x.rows, heads, head_dim, 2);
+    launch("rope", kernels::rope<2>, g.grid, 256, table, s, x.data, x.cols, heads, head_dim, rows, theta, g.heads_per_block);
+  } else {
+    const auto g = detail::rope_grid(x.rows, heads, head_dim, 1);
+    launch("rope", kernels::rope<1>, g.grid, 256, table, s, x.data, x.cols, heads, head_dim, rows, theta, g.heads_per_block);
+  }
 }
 
 namespace detail {
@@ -359,16 +426,22 @@ void store_kv(MatrixView<const float> k, MatrixView<const float> v, const Slot& 
 }
 
 namespace detail {
-/// kernels::rope_store_kv over n rows: blocks of 256 threads, each a row's heads_per_block heads
-/// (256 / (head_dim / 2) of them, at least one).
+/// kernels::rope_store_kv over n rows (rope_grid's blocks), two pairs per access where rope_pairs2 allows.
 template <class Slot>
 void launch_rope_store_kv(const float* q_in, int q_ld, float* q_out, int heads, const float* k, const float* v, int kv_ld,
                           const Slot& slot, const RowInfo* rows, float theta, int n, cudaStream_t s) {
   if (n == 0 || heads + slot.kv_heads == 0) return;
-  const int half = slot.head_dim / 2, per_block = std::max(1, 256 / half);
-  const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>((heads + slot.kv_heads + per_block - 1) / per_block));
-  launch("rope_store_kv", kernels::rope_store_kv<Slot>, grid, 256, static_cast<std::size_t>(slot.head_dim) * sizeof(float),
-         s, q_in, q_ld, q_out, heads, k, v, kv_ld, slot, rows, theta, per_block);
+  const std::size_t table = static_cast<std::size_t>(slot.head_dim) * sizeof(float);
+  const int all = heads + slot.kv_heads;
+  if (rope_pairs2(slot.head_dim, {q_in, q_out, k, v}, {q_ld, kv_ld})) {
+    const auto g = rope_grid(n, all, slot.head_dim, 2);
+    launch("rope_store_kv", kernels::rope_store_kv<Slot, 2>, g.grid, 256, table, s, q_in, q_ld, q_out, heads, k, v, kv_ld,
+           slot, rows, theta, g.heads_per_block);
+  } else {
+    const auto g = rope_grid(n, all, slot.head_dim, 1);
+    launch("rope_store_kv", kernels::rope_store_kv<Slot, 1>, g.grid, 256, table, s, q_in, q_ld, q_out, heads, k, v, kv_ld,
+           slot, rows, theta, g.heads_per_block);
+  }
 }
 }  // namespace detail
 
