@@ -1011,7 +1011,9 @@ __global__ void __launch_bounds__(kPrefillWarps * 32) prefill_kernel_mma(Params<
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int split = blockIdx.x, kvh = blockIdx.y;
   const int G = p.group, per_warp = 16 / G, QT = p.rows_per_tile;
-  const int row0 = blockIdx.z * QT, nrows = min(QT, p.n - row0);
+  // Last query tile first: under a causal mask the later rows scan the most keys, so the grid's
+  // last wave holds the shortest blocks (5.7% off the attention at 8 x 1024, H100).
+  const int row0 = (gridDim.z - 1 - blockIdx.z) * QT, nrows = min(QT, p.n - row0);
   for (int r = tid; r < QT; r += W * 32) {
     const RowInfo ri = r < nrows ? p.rows[row0 + r] : RowInfo{-1, 0};
     r_seq[r] = ri.seq;
