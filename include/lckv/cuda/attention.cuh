@@ -1068,14 +1068,33 @@ __global__ void __launch_bounds__(kPrefillWarps * 32) prefill_kernel_mma(Params<
     auto issue = [&](int it) {  // tile it into stage it % Stages; always commits a group
       if (it < tiles) {
         const std::uint32_t kb = base + (it % Stages) * 2 * TileBytes, vb = kb + TileBytes;
-        for (int i = tid; i < KT * Chunks; i += W * 32) {
-          const int key = i / Chunks, ch = i % Chunks, pos = range.position(start + it * KT + key);
-          const bool ok = pos >= 0;
-          const void* kp = ok ? static_cast<const void*>(p.slot.key(seq, pos, kvh) + 8 * ch) : p.q;
-          const void* vp = ok ? static_cast<const void*>(p.slot.value(seq, pos, kvh) + 8 * ch) : p.q;
-          ptx::cp_async_16(kb + tile::at<D>(key, ch), kp, ok);
-          ptx::cp_async_16(vb + tile::at<D>(key, ch), vp, ok);
+        const int li0 = start + it * KT;
+        bool done = false;
+        if constexpr (kLinearPositions<Slot>) {
+          if (range.consecutive(li0, KT)) {  // rows a fixed stride apart: one address, then steps
+            constexpr int KeysPerPass = W * 32 / Chunks;
+            const int key0 = tid / Chunks, ch = tid % Chunks;
+            const std::int64_t step = static_cast<std::int64_t>(KeysPerPass) * p.slot.kv_heads * D;
+            const T* kp = p.slot.key(seq, range.position(li0 + key0), kvh) + 8 * ch;
+            const T* vp = p.slot.value(seq, range.position(li0 + key0), kvh) + 8 * ch;
+#pragma unroll
+            for (int pass = 0; pass < KT / KeysPerPass; ++pass) {
+              const int key = key0 + pass * KeysPerPass;
+              ptx::cp_async_16(kb + tile::at<D>(key, ch), kp + pass * step, true);
+              ptx::cp_async_16(vb + tile::at<D>(key, ch), vp + pass * step, true);
+            }
+            done = true;
+          }
         }
+        if (!done)
+          for (int i = tid; i < KT * Chunks; i += W * 32) {
+            const int key = i / Chunks, ch = i % Chunks, pos = range.position(li0 + key);
+            const bool ok = pos >= 0;
+            const void* kp = ok ? static_cast<const void*>(p.slot.key(seq, pos, kvh) + 8 * ch) : p.q;
+            const void* vp = ok ? static_cast<const void*>(p.slot.value(seq, pos, kvh) + 8 * ch) : p.q;
+            ptx::cp_async_16(kb + tile::at<D>(key, ch), kp, ok);
+            ptx::cp_async_16(vb + tile::at<D>(key, ch), vp, ok);
+          }
       }
       ptx::cp_async_commit();
     };
