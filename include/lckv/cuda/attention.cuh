@@ -599,7 +599,7 @@ __device__ __forceinline__ void softmax_step(float (&s)[NT][4], float (&m)[2], f
     mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
     const float mn = fmaxf(m[h], mx[h]);
     base[h] = mn == -INFINITY ? 0.0f : mn;  // all masked so far: every p is exp2(-inf) = 0
-    corr[h] = exp2f(m[h] - base[h]);
+    corr[h] = ptx::ex2(m[h] - base[h]);
     m[h] = mn;
   }
   float rs[2] = {0.0f, 0.0f};
@@ -607,7 +607,7 @@ __device__ __forceinline__ void softmax_step(float (&s)[NT][4], float (&m)[2], f
   for (int j = 0; j < NT; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      s[j][e] = exp2f(s[j][e] - base[e / 2]);
+      s[j][e] = ptx::ex2(s[j][e] - base[e / 2]);
       rs[e / 2] += s[j][e];
     }
 #pragma unroll
