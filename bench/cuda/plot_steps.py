@@ -24,7 +24,12 @@ plan); only the default variant (2) is drawn.
         decode attention alone (BM_DecodeAttention, planned splits, no L2 window): KV bytes
         read / time as a fraction of each JSON's copy bandwidth, one bar per binary, with the
         issue's target (0.80 at long contexts, drawn from 16K).
+    python3 bench/cuda/plot_steps.py --kernels out.png before=ncu_base.txt after=ncu_new.txt
+        where a forward's kernel time goes, from breakdown.py's tables (Nsight Compute, each
+        kernel timed alone): ms per kernel kind, one bar per table, the first table's largest
+        kinds first.
 """
+import re
 import json
 import sys
 
@@ -58,6 +63,24 @@ def prefill(path):
     return {(int(a["batch"]), int(a["prompt"]), plan): b["tokens_per_s"] for a, plan, b in entries}
 
 
+def kernel_times(path, most=10):
+    """{kernel kind: ms} from the first table of a breakdown.py output (its `most` largest rows);
+    a kind is the kernel's name without template arguments, grid or block; cuBLAS's kernels
+    (nvjet_...) are named by their tile, "+=" where they accumulate into the output."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            m = re.match(r"\s*([\d.]+)\s+[\d.]+%\s+\d+\s+[\d.]+\s+(\S+?)(?:<|\s)", line)
+            if m:
+                kind = m.group(2)
+                if kind.startswith("nvjet_"):
+                    kind = "GEMM " + kind.split("_")[3] + (" +=" if "_badd_" in kind else "")
+                out[kind] = out.get(kind, 0.0) + float(m.group(1)) / 1e3
+            elif out:  # the table ended
+                break
+    return dict(sorted(out.items(), key=lambda kv: -kv[1])[:most])
+
+
 def decode_attention(path):
     """{(batch, context, plan): KV bytes read / time over the copy bandwidth} of BM_DecodeAttention
     (planned splits, no L2 window)."""
@@ -75,7 +98,7 @@ def step_label(key):
     return f"b{batch}\n{context // 1024}K\n{plan}"
 
 
-def draw(png, keys, series, ylabel, title, log=False, target=None, tick=step_label):
+def draw(png, keys, series, ylabel, title, log=False, target=None, tick=step_label, legend="upper left"):
     """Grouped bars: `series` is [(label, {key: value})], one bar per series in each key's group;
     target(key): a red line over the key's group, or None; tick(key): the group's tick label."""
     import matplotlib
@@ -98,7 +121,7 @@ def draw(png, keys, series, ylabel, title, log=False, target=None, tick=step_lab
     else:  # fractions; LCKV's shared KV read from L2 can pass 1
         ax.set_ylim(0, max([1.0] + [1.05 * v for _, values in series for v in values.values()]))
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc=legend)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     print(f"plot: {png}")
@@ -135,6 +158,13 @@ def prefill_plot(png, labelled):
     draw(png, keys, series, "prompt tokens/s", "TinyLlama-1.1B shape prefill (bf16, iterative)", log=True)
 
 
+def kernels_plot(png, labelled):
+    series = [(item.split("=", 1)[0], kernel_times(item.split("=", 1)[1])) for item in labelled]
+    keys = list(series[0][1]) + [k for _, values in series[1:] for k in values if k not in series[0][1]]
+    draw(png, keys, series, "ms per forward (kernels timed alone)", "where a prefill's kernel time goes (Nsight Compute)",
+         tick=lambda key: key.replace(" ", "\n", 1), legend="upper right")
+
+
 SAMPLING_MODES = {"0": "greedy", "1": "T 0.8", "2": "top-k 50", "3": "top-p 0.9", "4": "top-k 50\n+ top-p 0.9"}
 
 
@@ -164,6 +194,8 @@ if __name__ == "__main__":
         sampling_plot(sys.argv[2], sys.argv[3])
     elif len(sys.argv) >= 4 and sys.argv[1] == "--prefill":
         prefill_plot(sys.argv[2], sys.argv[3:])
+    elif len(sys.argv) >= 4 and sys.argv[1] == "--kernels":
+        kernels_plot(sys.argv[2], sys.argv[3:])
     elif len(sys.argv) >= 4 and sys.argv[1] == "--attention":
         attention_plot(sys.argv[2], sys.argv[3:])
     elif len(sys.argv) >= 3 and not sys.argv[1].startswith("--"):
