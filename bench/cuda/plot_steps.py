@@ -81,6 +81,11 @@ def kernel_times(path, most=10):
     return dict(sorted(out.items(), key=lambda kv: -kv[1])[:most])
 
 
+def labelled(items, read):
+    """[(label, read(path))] for command-line arguments label=path."""
+    return [(label, read(path)) for label, path in (item.split("=", 1) for item in items)]
+
+
 def decode_attention(path):
     """{(batch, context, plan): KV bytes read / time over the copy bandwidth} of BM_DecodeAttention
     (planned splits, no L2 window)."""
@@ -127,9 +132,9 @@ def draw(png, keys, series, ylabel, title, log=False, target=None, tick=step_lab
     print(f"plot: {png}")
 
 
-def roofline_plot(png, labelled):
+def roofline_plot(png, items):
     series, keys = [], set()
-    for item in labelled:
+    for item in items:
         label, path = item.split("=", 1)
         path, _, variant = path.partition("#")
         entries, copy = steps(path, variant or "2")
@@ -152,14 +157,14 @@ def wall_plot(png, path):
          "TinyLlama-1.1B shape decode step (bf16): host wall time against device time", log=True)
 
 
-def prefill_plot(png, labelled):
-    series = [(item.split("=", 1)[0], prefill(item.split("=", 1)[1])) for item in labelled]
+def prefill_plot(png, items):
+    series = labelled(items, prefill)
     keys = sorted(set().union(*(values.keys() for _, values in series)))
     draw(png, keys, series, "prompt tokens/s", "TinyLlama-1.1B shape prefill (bf16, iterative)", log=True)
 
 
-def kernels_plot(png, labelled):
-    series = [(item.split("=", 1)[0], kernel_times(item.split("=", 1)[1])) for item in labelled]
+def kernels_plot(png, items):
+    series = labelled(items, kernel_times)
     keys = list(series[0][1]) + [k for _, values in series[1:] for k in values if k not in series[0][1]]
     draw(png, keys, series, "ms per forward (kernels timed alone)", "where a prefill's kernel time goes (Nsight Compute)",
          tick=lambda key: key.replace(" ", "\n", 1), legend="upper right")
@@ -179,8 +184,8 @@ def sampling_plot(png, path):
          tick=lambda key: f"{key[0]} rows\n{SAMPLING_MODES[str(key[1])]}")
 
 
-def attention_plot(png, labelled):
-    series = [(item.split("=", 1)[0], decode_attention(item.split("=", 1)[1])) for item in labelled]
+def attention_plot(png, items):
+    series = labelled(items, decode_attention)
     keys = sorted(set().union(*(values.keys() for _, values in series)))
     draw(png, keys, series, "KV bytes read / time, of copy bandwidth",
          "decode attention, 22 layers, 32 q / 4 kv heads, d 64, bf16 KV; red: target",
