@@ -353,19 +353,26 @@ inline bool rope_pairs2(int head_dim, std::initializer_list<const void*> operand
     if (ld % 2 != 0) return false;
   return true;
 }
+/// Calls body(std::integral_constant<int, P>{}) once, with P = 2 pairs per access where `pairs2`,
+/// else 1: the RoPE kernels' instantiation picked at run time.
+template <class Body>
+void with_rope_pairs(bool pairs2, Body&& body) {
+  if (pairs2)
+    body(std::integral_constant<int, 2>{});
+  else
+    body(std::integral_constant<int, 1>{});
+}
 }  // namespace detail
 
 /// HF rotate_half RoPE in place. x: [rows, heads * head_dim]; rows: [rows] device.
 inline void rope(MatrixView<float> x, int heads, int head_dim, const RowInfo* rows, float theta, cudaStream_t s) {
   if (x.rows == 0 || heads == 0) return;
   const std::size_t table = static_cast<std::size_t>(head_dim) * sizeof(float);
-  if (detail::rope_pairs2(head_dim, {x.data}, {x.cols})) {
-    const auto g = detail::rope_grid(x.rows, heads, head_dim, 2);
-    launch("rope", kernels::rope<2>, g.grid, 256, table, s, x.data, x.cols, heads, head_dim, rows, theta, g.heads_per_block);
-  } else {
-    const auto g = detail::rope_grid(x.rows, heads, head_dim, 1);
-    launch("rope", kernels::rope<1>, g.grid, 256, table, s, x.data, x.cols, heads, head_dim, rows, theta, g.heads_per_block);
-  }
+  detail::with_rope_pairs(detail::rope_pairs2(head_dim, {x.data}, {x.cols}), [&](auto pairs) {
+    constexpr int P = decltype(pairs)::value;
+    const auto g = detail::rope_grid(x.rows, heads, head_dim, P);
+    launch("rope", kernels::rope<P>, g.grid, 256, table, s, x.data, x.cols, heads, head_dim, rows, theta, g.heads_per_block);
+  });
 }
 
 namespace detail {
@@ -430,18 +437,15 @@ namespace detail {
 template <class Slot>
 void launch_rope_store_kv(const float* q_in, int q_ld, float* q_out, int heads, const float* k, const float* v, int kv_ld,
                           const Slot& slot, const RowInfo* rows, float theta, int n, cudaStream_t s) {
-  if (n == 0 || heads + slot.kv_heads == 0) return;
-  const std::size_t table = static_cast<std::size_t>(slot.head_dim) * sizeof(float);
   const int all = heads + slot.kv_heads;
-  if (rope_pairs2(slot.head_dim, {q_in, q_out, k, v}, {q_ld, kv_ld})) {
-    const auto g = rope_grid(n, all, slot.head_dim, 2);
-    launch("rope_store_kv", kernels::rope_store_kv<Slot, 2>, g.grid, 256, table, s, q_in, q_ld, q_out, heads, k, v, kv_ld,
+  if (n == 0 || all == 0) return;
+  const std::size_t table = static_cast<std::size_t>(slot.head_dim) * sizeof(float);
+  with_rope_pairs(rope_pairs2(slot.head_dim, {q_in, q_out, k, v}, {q_ld, kv_ld}), [&](auto pairs) {
+    constexpr int P = decltype(pairs)::value;
+    const auto g = rope_grid(n, all, slot.head_dim, P);
+    launch("rope_store_kv", kernels::rope_store_kv<Slot, P>, g.grid, 256, table, s, q_in, q_ld, q_out, heads, k, v, kv_ld,
            slot, rows, theta, g.heads_per_block);
-  } else {
-    const auto g = rope_grid(n, all, slot.head_dim, 1);
-    launch("rope_store_kv", kernels::rope_store_kv<Slot, 1>, g.grid, 256, table, s, q_in, q_ld, q_out, heads, k, v, kv_ld,
-           slot, rows, theta, g.heads_per_block);
-  }
+  });
 }
 }  // namespace detail
 
