@@ -734,6 +734,26 @@ inline constexpr bool kLinearPositions = false;
 template <class T>
 inline constexpr bool kLinearPositions<StridedSlot<T, false>> = true;
 
+/// Copies the K and V rows of KT consecutive positions from `first` (a kLinearPositions slot) into
+/// one swizzled stage, kb / vb: thread t of Threads takes 16-byte chunk t % (D / 8) of key rows
+/// t / (D / 8), then every Threads / (D / 8)-th after it, from one address plus fixed steps.
+template <int D, int KT, int Threads, class Slot>
+__device__ __forceinline__ void copy_consecutive_tile(const Slot& slot, int seq, int first, int kvh, std::uint32_t kb,
+                                                      std::uint32_t vb, int t) {
+  constexpr int Chunks = D / 8, KeysPerPass = Threads / Chunks;
+  static_assert(Threads % Chunks == 0 && KT % KeysPerPass == 0);
+  const int key0 = t / Chunks, ch = t % Chunks;
+  const std::int64_t step = static_cast<std::int64_t>(KeysPerPass) * slot.kv_heads * D;
+  const auto* kp = slot.key(seq, first + key0, kvh) + 8 * ch;
+  const auto* vp = slot.value(seq, first + key0, kvh) + 8 * ch;
+#pragma unroll
+  for (int pass = 0; pass < KT / KeysPerPass; ++pass) {
+    const int key = key0 + pass * KeysPerPass;
+    ptx::cp_async_16(kb + tile::at<D>(key, ch), kp + pass * step, true);
+    ptx::cp_async_16(vb + tile::at<D>(key, ch), vp + pass * step, true);
+  }
+}
+
 template <class Slot, int D, int Stages>
 __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_kernel_mma(Params<Slot> p) {
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(p.slot.key(0, 0, 0))>>;
@@ -775,16 +795,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
       bool done = false;
       if constexpr (kLinearPositions<Slot>) {
         if (whole(li0)) {
-          const std::int64_t stride = static_cast<std::int64_t>(p.slot.kv_heads) * D;
-          const int pos = range.position(li0 + key0);
-          const T* kp = p.slot.key(ri.seq, pos, kvh) + 8 * ch;
-          const T* vp = p.slot.value(ri.seq, pos, kvh) + 8 * ch;
-#pragma unroll
-          for (int pass = 0; pass < Passes; ++pass) {
-            const int key = key0 + pass * RowsPerPass;
-            ptx::cp_async_16(kb + at(key, ch), kp + pass * RowsPerPass * stride, true);
-            ptx::cp_async_16(vb + at(key, ch), vp + pass * RowsPerPass * stride, true);
-          }
+          copy_consecutive_tile<D, KT, 32>(p.slot, ri.seq, range.position(li0), kvh, kb, vb, lane);
           done = true;
         }
       }
@@ -1071,18 +1082,8 @@ __global__ void __launch_bounds__(kPrefillWarps * 32) prefill_kernel_mma(Params<
         const int li0 = start + it * KT;
         bool done = false;
         if constexpr (kLinearPositions<Slot>) {
-          if (range.consecutive(li0, KT)) {  // rows a fixed stride apart: one address, then steps
-            constexpr int KeysPerPass = W * 32 / Chunks;
-            const int key0 = tid / Chunks, ch = tid % Chunks;
-            const std::int64_t step = static_cast<std::int64_t>(KeysPerPass) * p.slot.kv_heads * D;
-            const T* kp = p.slot.key(seq, range.position(li0 + key0), kvh) + 8 * ch;
-            const T* vp = p.slot.value(seq, range.position(li0 + key0), kvh) + 8 * ch;
-#pragma unroll
-            for (int pass = 0; pass < KT / KeysPerPass; ++pass) {
-              const int key = key0 + pass * KeysPerPass;
-              ptx::cp_async_16(kb + tile::at<D>(key, ch), kp + pass * step, true);
-              ptx::cp_async_16(vb + tile::at<D>(key, ch), vp + pass * step, true);
-            }
+          if (range.consecutive(li0, KT)) {
+            copy_consecutive_tile<D, KT, W * 32>(p.slot, seq, range.position(li0), kvh, kb, vb, tid);
             done = true;
           }
         }
