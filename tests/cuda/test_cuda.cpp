@@ -804,11 +804,13 @@ TEST_CASE("decode on tensor cores vs CPU: long rows, head layouts, forced splits
 }
 
 /// Tokens of `sample(u)` for `trials` fresh uniforms per row, plus u = 0 and u = 1 - 2^-20, against
-/// sample_token on the same row with row_params(r). (Closer to 1 the draw lands in the far tail, where
-/// the histogram path's fixed-point weights may round it onto a neighbour: docs/cuda.md, limits.)
-template <class Sample, class Params>
+/// sample_token on the same row with its own parameters row_params[r]. (Closer to 1 the draw lands in
+/// the far tail, where the histogram path's fixed-point weights may round it onto a neighbour:
+/// docs/cuda.md, limits.)
+template <class Sample>
 void check_sampling(const std::vector<float>& logits, int rows, int vocab, Rng& rng, int trials, Sample&& sample,
-                    Params&& row_params) {
+                    const std::vector<SamplingParams>& row_params) {
+  REQUIRE(row_params.size() == static_cast<std::size_t>(rows));
   for (int trial = 0; trial < trials + 2; ++trial) {
     CAPTURE(trial);
     std::vector<double> u;
@@ -817,7 +819,7 @@ void check_sampling(const std::vector<float>& logits, int rows, int vocab, Rng& 
     for (int r = 0; r < rows; ++r) {
       CAPTURE(r);
       const int want = sample_token(std::span<const float>(logits.data() + static_cast<std::size_t>(r) * vocab, vocab),
-                                    row_params(r), u[static_cast<std::size_t>(r)]);
+                                    row_params[static_cast<std::size_t>(r)], u[static_cast<std::size_t>(r)]);
       CHECK(got[static_cast<std::size_t>(r)] == want);
     }
   }
@@ -841,7 +843,7 @@ TEST_CASE("sampling: same token as sample_token for the same u" * doctest::skip(
       check_sampling(
           logits, rows, vocab, rng, 5,
           [&](const std::vector<double>& u) { return cudatest::sample(logits, rows, vocab, p, u, sort_rows, &sorted); },
-          [&](int) { return p; });
+          std::vector<SamplingParams>(static_cast<std::size_t>(rows), p));
       CHECK(sorted == (sort_rows && !p.greedy() ? rows : 0));
     }
     // One call with row r's own parameters params[r] (greedy rows among sampled ones, as a batch
@@ -849,7 +851,7 @@ TEST_CASE("sampling: same token as sample_token for the same u" * doctest::skip(
     check_sampling(
         logits, rows, vocab, rng, 5,
         [&](const std::vector<double>& u) { return cudatest::sample(logits, rows, vocab, params, u, sort_rows); },
-        [&](int r) { return params[static_cast<std::size_t>(r)]; });
+        params);
   }
 }
 
@@ -870,7 +872,7 @@ TEST_CASE("sampling: a language model's vocabulary through the histogram; crowde
     check_sampling(
         logits, rows, vocab, rng, 20,
         [&](const std::vector<double>& u) { return cudatest::sample(logits, rows, vocab, params, u, false, &sorted); },
-        [&](int r) { return params[static_cast<std::size_t>(r)]; });
+        params);
     CHECK(sorted == 0);
   }
   SUBCASE("rows whose deciding bucket holds more than the sorted list takes") {
@@ -884,7 +886,7 @@ TEST_CASE("sampling: a language model's vocabulary through the histogram; crowde
     check_sampling(
         logits, rows, vocab, rng, 10,
         [&](const std::vector<double>& u) { return cudatest::sample(logits, rows, vocab, params, u, false, &sorted); },
-        [&](int r) { return params[static_cast<std::size_t>(r)]; });
+        params);
     CHECK(sorted == 3);
   }
 }
