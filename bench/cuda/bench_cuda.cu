@@ -252,6 +252,108 @@ void BM_DecodeAttention(benchmark::State& state) { decode_attention_layers(state
 /// buffer (33 KB) does not fit beside three copy stages twice on an SM.
 void BM_WideGroupDecodeAttention(benchmark::State& state) { decode_attention_layers(state, 64, 4, 128); }
 
+/// A chain of dependent launches that only read: each waits for the previous one (pdl::wait, as an
+/// attention layer waits for its q), then streams its bytes into shared memory through the decode
+/// kernel's copy ring (4 warps x 4 stages x 8 KiB tiles, one block per SM) and adds one float per
+/// 16 bytes. What 22 layers' reads can reach with no attention work at all: a ceiling for
+/// BM_DecodeAttention's grids, besides the copy bandwidth. `heads` 0: each block reads its own
+/// contiguous bytes; else the cache's layout ([position][heads][128 bytes], K then V): block b
+/// reads head b % heads of its run of positions, a tile being 32 positions' K and V rows, as
+/// decode_kernel_mma does at d 64.
+constexpr int kStreamWarps = 4, kStreamStages = 4, kStreamTileBytes = 8192, kStreamTileKeys = 32;
+
+__global__ void __launch_bounds__(kStreamWarps * 32, 1) stream_layer(const unsigned char* k, const unsigned char* v,
+                                                                     std::int64_t per_block, int heads, float* sink) {
+  extern __shared__ float4 ring[];  // [warp][stage][kStreamTileBytes / 16]
+  constexpr int Chunks = kStreamTileBytes / 16 / 32;  // 16-byte chunks per lane per tile
+  constexpr int RowChunks = 128 / 16, HalfChunks = kStreamTileBytes / 16 / 2;
+  lc::pdl::allow_next();
+  lc::pdl::wait();
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int tiles = static_cast<int>(per_block / kStreamTileBytes);
+  const int count = tiles > warp ? (tiles - warp + kStreamWarps - 1) / kStreamWarps : 0;  // tiles warp, warp + 4, ...
+  // Layout 1: this block's head and run of positions; lane l copies 16-byte chunk l % 8 of rows
+  // l / 8, + 4, + 8, ... of a tile's K, then of its V (the address arithmetic decode_kernel_mma does).
+  const int head = heads > 0 ? static_cast<int>(blockIdx.x) % heads : 0;
+  const std::int64_t first_key = heads > 0 ? static_cast<std::int64_t>(blockIdx.x) / heads * tiles * kStreamTileKeys : 0;
+  const std::int64_t row_step = static_cast<std::int64_t>(32 / RowChunks) * heads * 128;  // 4 positions on
+  float4* stages = ring + warp * kStreamStages * (kStreamTileBytes / 16);
+  auto issue = [&](int n) {
+    if (n < count) {
+      const int t = warp + n * kStreamWarps;
+      const std::uint32_t to = lc::ptx::smem_address(stages + (n % kStreamStages) * (kStreamTileBytes / 16)) + lane * 16;
+      if (heads == 0) {
+        const unsigned char* from = k + per_block * blockIdx.x + static_cast<std::int64_t>(t) * kStreamTileBytes + lane * 16;
+#pragma unroll
+        for (int i = 0; i < Chunks; ++i) lc::ptx::cp_async_16(to + i * 512, from + i * 512, true);
+      } else {
+        const std::int64_t at = ((first_key + static_cast<std::int64_t>(t) * kStreamTileKeys + lane / RowChunks) * heads + head) * 128 +
+                                (lane % RowChunks) * 16;
+#pragma unroll
+        for (int i = 0; i < Chunks / 2; ++i) {
+          lc::ptx::cp_async_16(to + i * 512, k + at + i * row_step, true);
+          lc::ptx::cp_async_16(to + (HalfChunks + i * 32) * 16, v + at + i * row_step, true);
+        }
+      }
+    }
+    lc::ptx::cp_async_commit();
+  };
+  for (int n = 0; n < kStreamStages - 1; ++n) issue(n);
+  float acc = 0.0f;
+  for (int n = 0; n < count; ++n) {
+    issue(n + kStreamStages - 1);
+    lc::ptx::cp_async_wait<kStreamStages - 1>();
+    __syncwarp();
+    const float4* tile = stages + (n % kStreamStages) * (kStreamTileBytes / 16);
+    for (int i = 0; i < Chunks; ++i) acc += tile[i * 32 + lane].x;
+    __syncwarp();  // every lane has read the stage before it is refilled
+  }
+  if (acc == 1234.5f) sink[0] = acc;  // never true for the inputs; keeps the reads
+}
+
+/// 22 stream_layer launches over `batch` sequences' KV at `context` (BM_DecodeAttention's standard
+/// plan: each layer its own K and V of batch x (context + 1) x 4 kv heads x d 64, bf16), on `blocks`
+/// blocks (0: every SM), contiguous (layout 0) or in the cache's layout (1), replayed as one CUDA
+/// Graph.
+void BM_StreamChain(benchmark::State& state) {
+  const int S = static_cast<int>(state.range(0)), B = static_cast<int>(state.range(1)), L = 22, kv_heads = 4;
+  const int heads = state.range(3) != 0 ? kv_heads : 0;
+  int blocks = state.range(2) > 0 ? static_cast<int>(state.range(2)) : lc::device_sms();
+  if (heads > 0) blocks = blocks / heads * heads;  // every head the same runs of positions
+  const std::int64_t layer_bytes = static_cast<std::int64_t>(B) * (S + 1) * kv_heads * 64 * 2 * 2;
+  // Whole tiles, rounded up (the rate counts the bytes actually read).
+  const std::int64_t per_block = (layer_bytes + std::int64_t{blocks} * kStreamTileBytes - 1) /
+                                 (std::int64_t{blocks} * kStreamTileBytes) * kStreamTileBytes;
+  const std::int64_t layer = per_block * blocks;  // K in the first half, V in the second
+  lc::DeviceBuffer<unsigned char> kv(static_cast<std::size_t>(layer) * L);
+  randomize(reinterpret_cast<bf16*>(kv.data()), kv.size() / 2, 6);
+  lc::DeviceBuffer<float> sink(1);
+  const int smem = kStreamWarps * kStreamStages * kStreamTileBytes;
+  lc::prepare_kernel(stream_layer, smem);
+  lc::Stream s;
+  auto all_layers = [&] {
+    for (int l = 0; l < L; ++l) {
+      const unsigned char* base = kv.data() + l * layer;
+      lc::launch("stream_layer", stream_layer, blocks, kStreamWarps * 32, smem, s.get(), base, base + layer / 2,
+                 per_block, heads, sink.data());
+    }
+  };
+  all_layers();
+  s.synchronize();
+  const Recorded graph(s.get(), all_layers);
+  graph.replay();
+  lc::Event e0, e1;
+  for (auto _ : state) {
+    e0.record(s.get());
+    graph.replay();
+    e1.record(s.get());
+    state.SetIterationTime(e1.since(e0) / 1e3);
+  }
+  state.counters["blocks"] = blocks;
+  state.counters["read_bytes_per_s"] = benchmark::Counter(static_cast<double>(layer) * L * state.iterations(),
+                                                          benchmark::Counter::kIsRate);
+}
+
 // ------------------------------------------------------- per-op breakdown
 
 /// One op of a TinyLlama-shape decode step at batch B (bf16 weights), timed
@@ -730,6 +832,7 @@ BENCHMARK(BM_GemmBf16)->ArgNames({"n", "bf16_out"})->Args({8192, 0})->Args({8192
 BENCHMARK(BM_DecodeAttention)
     ->ArgNames({"context", "batch", "lckv", "persist", "splits"})
     ->ArgsProduct({{1024, 4096, 16384, 32768}, {1, 8, 32, 128, 256}, {0, 1}, {0}, {0}})
+    ->ArgsProduct({{4096, 16384, 32768}, {2, 4}, {0}, {0}, {0}})
     ->Args({32768, 1, 1, 1, 0})
     ->Args({16384, 2, 1, 1, 0})
     ->Args({4096, 8, 1, 1, 0})
@@ -743,6 +846,12 @@ BENCHMARK(BM_DecodeAttention)
 BENCHMARK(BM_WideGroupDecodeAttention)
     ->ArgNames({"context", "batch", "lckv", "persist", "splits"})
     ->ArgsProduct({{1024, 16384}, {1, 8, 32}, {0}, {0}, {0}})
+    ->UseManualTime()
+    ->MinTime(0.05)
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_StreamChain)
+    ->ArgNames({"context", "batch", "blocks", "layout"})
+    ->ArgsProduct({{1024, 4096, 16384, 32768}, {1, 2, 4, 8}, {64, 0}, {0, 1}})
     ->UseManualTime()
     ->MinTime(0.05)
     ->Unit(benchmark::kMicrosecond);

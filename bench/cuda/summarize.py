@@ -65,10 +65,30 @@ def main(path):
           f"{(gemm_f32out or [float('nan')])[0] / 1e12:.0f} TFLOP/s with fp32 C (what the backend runs), "
           f"{(gemm_b16out or [float('nan')])[0] / 1e12:.0f} with bf16 C; fractions below use the larger")
 
+    # The fastest chain of 22 dependent read-only launches per (context, batch) and layout (0:
+    # contiguous, 1: the cache's): what the attention's grids could reach with no attention work.
+    chain = {}
+    stream = find("BM_StreamChain")
+    if stream:
+        print("\n22 dependent launches that only read a layer's KV (standard plan's bytes; ceilings for the attention)")
+        print("(layout 0: each block's bytes contiguous; 1: the cache's [position][kv head][d], a block per head)")
+        print(f"{'context':>7} {'batch':>5} {'blocks':>6} {'layout':>6} {'us':>9} {'GB/s':>7} {'of copy':>7}")
+        for b in sorted(stream, key=lambda b: (int(args(b)["context"]), int(args(b)["batch"]), args(b).get("layout", "0"),
+                                               int(b["blocks"]))):
+            parts = args(b)
+            key = (int(parts["context"]), int(parts["batch"]), int(parts.get("layout", "0")))
+            chain[key] = max(chain.get(key, 0.0), b["read_bytes_per_s"])
+            print(f"{parts['context']:>7} {parts['batch']:>5} {int(b['blocks']):>6} {parts.get('layout', '0'):>6} "
+                  f"{b['real_time']:>9.1f} {b['read_bytes_per_s'] / 1e9:>7.0f} {b['read_bytes_per_s'] / bw:>7.2f}")
+
     att = find("BM_DecodeAttention")
     if att:
         print("\ndecode attention, 22 layers, TinyLlama heads (32 q / 4 kv, d 64, bf16 KV)")
-        print(f"{'context':>7} {'batch':>5} {'plan':>8} {'persist':>7} {'us':>9} {'KV read GB/s':>12} {'of copy':>7} {'splits':>6}")
+        if chain:
+            print("(of chain 0 / 1: KV read rate over the fastest read-only chain's at the same context and batch,"
+                  " layout 0 / 1; standard plan)")
+        print(f"{'context':>7} {'batch':>5} {'plan':>8} {'persist':>7} {'us':>9} {'KV read GB/s':>12} {'of copy':>7} {'splits':>6}"
+              + (f" {'of chain 0':>10} {'of chain 1':>10}" if chain else ""))
         rows, forced = [], []
         for b in att:
             parts = args(b)
@@ -81,7 +101,12 @@ def main(path):
                  parts["persist"], t_us, b["kv_read_bytes_per_s"], b["kv_read_bytes_per_s"] / bw, int(b["splits"]))
             rows.append(r)
         for r in sorted(rows, key=lambda r: (r[3], r[0], r[1], r[2])):
-            print(f"{r[0]:>7} {r[1]:>5} {r[2]:>8} {r[3]:>7} {r[4]:>9.1f} {r[5] / 1e9:>12.0f} {r[6]:>7.2f} {r[7]:>6}")
+            of_chain = ""
+            if chain:
+                for layout in (0, 1):
+                    c = chain.get((r[0], r[1], layout)) if r[2] == "standard" else None
+                    of_chain += f" {r[5] / c:>10.2f}" if c else f" {'-':>10}"
+            print(f"{r[0]:>7} {r[1]:>5} {r[2]:>8} {r[3]:>7} {r[4]:>9.1f} {r[5] / 1e9:>12.0f} {r[6]:>7.2f} {r[7]:>6}" + of_chain)
         if forced:
             print("\nsplit count sweep (standard plan): context, batch, splits, us, of copy")
             for r in sorted(forced):
