@@ -24,6 +24,10 @@ plan); only the default variant (2) is drawn.
         decode attention alone (BM_DecodeAttention, planned splits, no L2 window): KV bytes
         read / time as a fraction of each JSON's copy bandwidth, one bar per binary, with the
         issue's target (0.80 at long contexts, drawn from 16K).
+    python3 bench/cuda/plot_steps.py --ceiling out.png bench_cuda.json
+        decode attention (standard plan) beside BM_StreamChain's read-only chains of dependent
+        launches at the same context and batch (the fastest grid of each layout), all as
+        fractions of the same run's copy bandwidth, with the issue's target.
     python3 bench/cuda/plot_steps.py --kernels out.png before=ncu_base.txt after=ncu_new.txt
         where a forward's kernel time goes, from breakdown.py's tables (Nsight Compute, each
         kernel timed alone): ms per kernel kind, one bar per table, the first table's largest
@@ -184,6 +188,29 @@ def sampling_plot(png, path):
          tick=lambda key: f"{key[0]} rows\n{SAMPLING_MODES[str(key[1])]}")
 
 
+def stream_chains(path):
+    """{layout: {(batch, context, "standard"): the fastest BM_StreamChain grid's read rate over the
+    copy bandwidth}}."""
+    entries, copy = runs(path, "BM_StreamChain")
+    chains = {}
+    for a, plan, b in entries:
+        key = (int(a["batch"]), int(a["context"]), plan)
+        best = chains.setdefault(a.get("layout", "0"), {})
+        best[key] = max(best.get(key, 0.0), b["read_bytes_per_s"] / copy)
+    return chains
+
+
+def ceiling_plot(png, path):
+    attention = {k: v for k, v in decode_attention(path).items() if k[2] == "standard"}
+    chains = stream_chains(path)
+    keys = sorted(k for k in attention if k in chains.get("1", {}))
+    draw(png, keys, [("decode attention", attention), ("read only, cache layout", chains["1"]),
+                     ("read only, contiguous", chains.get("0", {}))],
+         "bytes read / time, of copy bandwidth",
+         "22 dependent launches: decode attention vs reading the same KV only (BM_StreamChain); red: target",
+         target=lambda key: 0.80 if key[1] >= 16384 else None)
+
+
 def attention_plot(png, items):
     series = labelled(items, decode_attention)
     keys = sorted(set().union(*(values.keys() for _, values in series)))
@@ -199,6 +226,8 @@ if __name__ == "__main__":
         sampling_plot(sys.argv[2], sys.argv[3])
     elif len(sys.argv) >= 4 and sys.argv[1] == "--prefill":
         prefill_plot(sys.argv[2], sys.argv[3:])
+    elif len(sys.argv) == 4 and sys.argv[1] == "--ceiling":
+        ceiling_plot(sys.argv[2], sys.argv[3])
     elif len(sys.argv) >= 4 and sys.argv[1] == "--kernels":
         kernels_plot(sys.argv[2], sys.argv[3:])
     elif len(sys.argv) >= 4 and sys.argv[1] == "--attention":
