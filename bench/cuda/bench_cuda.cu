@@ -96,6 +96,23 @@ void time_per_launch(benchmark::State& state, cudaStream_t s, F&& run) {
   }
 }
 
+/// Times one pass of `launches` (e.g. 22 layers) recorded as one CUDA Graph and replayed per
+/// iteration (manual time), after an eager warm-up pass: module loads and first-use set-up stay out.
+template <class F>
+void time_graph(benchmark::State& state, cudaStream_t s, F&& launches) {
+  launches();
+  LCKV_CUDA_CHECK(cudaStreamSynchronize(s));
+  const Recorded graph(s, launches);
+  graph.replay();
+  lc::Event e0, e1;
+  for (auto _ : state) {
+    e0.record(s);
+    graph.replay();
+    e1.record(s);
+    state.SetIterationTime(e1.since(e0) / 1e3);
+  }
+}
+
 // ---------------------------------------------------------------- ceilings
 
 void BM_CopyBandwidth(benchmark::State& state) {
@@ -214,17 +231,7 @@ void decode_attention_layers(benchmark::State& state, int heads, int kv_heads, i
                       drows.data(), masks[static_cast<std::size_t>(layer)], heads,
                       MatrixView<float>{out.data(), B, heads * D}, l, ws.data(), s.get());
   };
-  all_layers();
-  s.synchronize();
-  const Recorded graph(s.get(), all_layers);
-  graph.replay();
-  lc::Event e0, e1;
-  for (auto _ : state) {
-    e0.record(s.get());
-    graph.replay();
-    e1.record(s.get());
-    state.SetIterationTime(e1.since(e0) / 1e3);
-  }
+  time_graph(state, s.get(), all_layers);
   if (persist && lckv) {
     // Undo all of it, the device-wide set-aside too: left in place it slowed every later
     // benchmark of the process (decode steps by 7-13% on an H100, 2026-11-26 10:09 vs 10:11 runs).
@@ -338,17 +345,7 @@ void BM_StreamChain(benchmark::State& state) {
                  per_block, heads, sink.data());
     }
   };
-  all_layers();
-  s.synchronize();
-  const Recorded graph(s.get(), all_layers);
-  graph.replay();
-  lc::Event e0, e1;
-  for (auto _ : state) {
-    e0.record(s.get());
-    graph.replay();
-    e1.record(s.get());
-    state.SetIterationTime(e1.since(e0) / 1e3);
-  }
+  time_graph(state, s.get(), all_layers);
   state.counters["blocks"] = blocks;
   state.counters["read_bytes_per_s"] = benchmark::Counter(static_cast<double>(layer) * L * state.iterations(),
                                                           benchmark::Counter::kIsRate);
