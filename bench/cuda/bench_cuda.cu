@@ -76,30 +76,11 @@ private:
   cudaGraphExec_t exec_ = nullptr;
 };
 
-/// Times one launch of `run` (manual time): warm-up, then 200 launches recorded as one
-/// CUDA Graph and replayed per iteration, so the host's launch rate stays out of it.
+/// Times `launches` recorded as one CUDA Graph and replayed per iteration (manual time, divided
+/// by `passes`: how many passes the launches make), after an eager warm-up pass, so module loads
+/// and first-use set-up stay out of it.
 template <class F>
-void time_per_launch(benchmark::State& state, cudaStream_t s, F&& run) {
-  for (int i = 0; i < 3; ++i) run();
-  LCKV_CUDA_CHECK(cudaStreamSynchronize(s));
-  const int reps = 200;
-  const Recorded graph(s, [&] {
-    for (int i = 0; i < reps; ++i) run();
-  });
-  graph.replay();
-  lc::Event e0, e1;
-  for (auto _ : state) {
-    e0.record(s);
-    graph.replay();
-    e1.record(s);
-    state.SetIterationTime(e1.since(e0) / 1e3 / reps);
-  }
-}
-
-/// Times one pass of `launches` (e.g. 22 layers) recorded as one CUDA Graph and replayed per
-/// iteration (manual time), after an eager warm-up pass: module loads and first-use set-up stay out.
-template <class F>
-void time_graph(benchmark::State& state, cudaStream_t s, F&& launches) {
+void time_graph(benchmark::State& state, cudaStream_t s, F&& launches, int passes = 1) {
   launches();
   LCKV_CUDA_CHECK(cudaStreamSynchronize(s));
   const Recorded graph(s, launches);
@@ -109,8 +90,20 @@ void time_graph(benchmark::State& state, cudaStream_t s, F&& launches) {
     e0.record(s);
     graph.replay();
     e1.record(s);
-    state.SetIterationTime(e1.since(e0) / 1e3);
+    state.SetIterationTime(e1.since(e0) / 1e3 / passes);
   }
+}
+
+/// Times one launch of `run`: 200 of them recorded as one CUDA Graph and replayed per
+/// iteration, so the host's launch rate stays out of it.
+template <class F>
+void time_per_launch(benchmark::State& state, cudaStream_t s, F&& run) {
+  constexpr int reps = 200;
+  time_graph(
+      state, s, [&] {
+        for (int i = 0; i < reps; ++i) run();
+      },
+      reps);
 }
 
 // ---------------------------------------------------------------- ceilings
