@@ -257,13 +257,15 @@ void BM_WideGroupDecodeAttention(benchmark::State& state) { decode_attention_lay
 /// kernel's copy ring (4 warps x 4 stages x 8 KiB tiles, one block per SM) and adds one float per
 /// 16 bytes. What 22 layers' reads can reach with no attention work at all: a ceiling for
 /// BM_DecodeAttention's grids, besides the copy bandwidth. `heads` 0: each block reads its own
-/// contiguous bytes; else the cache's layout ([position][heads][128 bytes], K then V): block b
-/// reads head b % heads of its run of positions, a tile being 32 positions' K and V rows, as
-/// decode_kernel_mma does at d 64.
+/// contiguous bytes; else the cache's layout ([position][heads][128 bytes], K then V): each block
+/// reads one head over its run of positions, a tile being 32 positions' K and V rows, as
+/// decode_kernel_mma does at d 64. `cluster` consecutive blocks read runs of the same head (the
+/// decode kernel's splits of a row and head) and, when launched as clusters, form one.
 constexpr int kStreamWarps = 4, kStreamStages = 4, kStreamTileBytes = 8192, kStreamTileKeys = 32;
 
 __global__ void __launch_bounds__(kStreamWarps * 32, 1) stream_layer(const unsigned char* k, const unsigned char* v,
-                                                                     std::int64_t per_block, int heads, float* sink) {
+                                                                     std::int64_t per_block, int heads, int cluster,
+                                                                     float* sink) {
   extern __shared__ float4 ring[];  // [warp][stage][kStreamTileBytes / 16]
   constexpr int Chunks = kStreamTileBytes / 16 / 32;  // 16-byte chunks per lane per tile
   constexpr int RowChunks = 128 / 16, HalfChunks = kStreamTileBytes / 16 / 2;
@@ -274,8 +276,9 @@ __global__ void __launch_bounds__(kStreamWarps * 32, 1) stream_layer(const unsig
   const int count = tiles > warp ? (tiles - warp + kStreamWarps - 1) / kStreamWarps : 0;  // tiles warp, warp + 4, ...
   // Layout 1: this block's head and run of positions; lane l copies 16-byte chunk l % 8 of rows
   // l / 8, + 4, + 8, ... of a tile's K, then of its V (the address arithmetic decode_kernel_mma does).
-  const int head = heads > 0 ? static_cast<int>(blockIdx.x) % heads : 0;
-  const std::int64_t first_key = heads > 0 ? static_cast<std::int64_t>(blockIdx.x) / heads * tiles * kStreamTileKeys : 0;
+  const int b = static_cast<int>(blockIdx.x), head = heads > 0 ? b / cluster % heads : 0;
+  const int run = heads > 0 ? b / (cluster * heads) * cluster + b % cluster : 0;
+  const std::int64_t first_key = static_cast<std::int64_t>(run) * tiles * kStreamTileKeys;
   const std::int64_t row_step = static_cast<std::int64_t>(32 / RowChunks) * heads * 128;  // 4 positions on
   float4* stages = ring + warp * kStreamStages * (kStreamTileBytes / 16);
   auto issue = [&](int n) {
@@ -314,12 +317,14 @@ __global__ void __launch_bounds__(kStreamWarps * 32, 1) stream_layer(const unsig
 /// 22 stream_layer launches over `batch` sequences' KV at `context` (BM_DecodeAttention's standard
 /// plan: each layer its own K and V of batch x (context + 1) x 4 kv heads x d 64, bf16), on `blocks`
 /// blocks (0: every SM), contiguous (layout 0) or in the cache's layout (1), replayed as one CUDA
-/// Graph.
+/// Graph. `cluster` > 1 (layout 1): thread-block clusters of that many blocks, as the decode
+/// attention launches a row's splits, to tell what the clusters' placement costs reading alone.
 void BM_StreamChain(benchmark::State& state) {
   const int S = static_cast<int>(state.range(0)), B = static_cast<int>(state.range(1)), L = 22, kv_heads = 4;
   const int heads = state.range(3) != 0 ? kv_heads : 0;
+  const int cluster = heads > 0 ? static_cast<int>(state.range(4)) : 1;
   int blocks = state.range(2) > 0 ? static_cast<int>(state.range(2)) : lc::device_sms();
-  if (heads > 0) blocks = blocks / heads * heads;  // every head the same runs of positions
+  if (heads > 0) blocks = blocks / (heads * cluster) * heads * cluster;  // every head the same runs of positions
   const std::int64_t layer_bytes = static_cast<std::int64_t>(B) * (S + 1) * kv_heads * 64 * 2 * 2;
   // Whole tiles, rounded up (the rate counts the bytes actually read).
   const std::int64_t per_block = (layer_bytes + std::int64_t{blocks} * kStreamTileBytes - 1) /
@@ -329,13 +334,17 @@ void BM_StreamChain(benchmark::State& state) {
   randomize(reinterpret_cast<bf16*>(kv.data()), kv.size() / 2, 6);
   lc::DeviceBuffer<float> sink(1);
   const int smem = kStreamWarps * kStreamStages * kStreamTileBytes;
-  lc::prepare_kernel(stream_layer, smem);
+  lc::prepare_kernel(stream_layer, smem, /*clusters16=*/true);
   lc::Stream s;
   auto all_layers = [&] {
     for (int l = 0; l < L; ++l) {
       const unsigned char* base = kv.data() + l * layer;
-      lc::launch("stream_layer", stream_layer, blocks, kStreamWarps * 32, smem, s.get(), base, base + layer / 2,
-                 per_block, heads, sink.data());
+      if (cluster > 1)
+        lc::launch_clustered("stream_layer", stream_layer, blocks, cluster, kStreamWarps * 32, smem, s.get(), base,
+                             base + layer / 2, per_block, heads, cluster, sink.data());
+      else
+        lc::launch("stream_layer", stream_layer, blocks, kStreamWarps * 32, smem, s.get(), base, base + layer / 2,
+                   per_block, heads, cluster, sink.data());
     }
   };
   time_graph(state, s.get(), all_layers);
@@ -840,8 +849,9 @@ BENCHMARK(BM_WideGroupDecodeAttention)
     ->MinTime(0.05)
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_StreamChain)
-    ->ArgNames({"context", "batch", "blocks", "layout"})
-    ->ArgsProduct({{1024, 4096, 16384, 32768}, {1, 2, 4, 8}, {64, 0}, {0, 1}})
+    ->ArgNames({"context", "batch", "blocks", "layout", "cluster"})
+    ->ArgsProduct({{1024, 4096, 16384, 32768}, {1, 2, 4, 8}, {64, 0}, {0, 1}, {1}})
+    ->ArgsProduct({{16384, 32768}, {1, 2, 4}, {64}, {1}, {4, 8, 16}})
     ->UseManualTime()
     ->MinTime(0.05)
     ->Unit(benchmark::kMicrosecond);

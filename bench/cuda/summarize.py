@@ -71,14 +71,16 @@ def main(path):
     stream = find("BM_StreamChain")
     if stream:
         print("\n22 dependent launches that only read a layer's KV (standard plan's bytes; ceilings for the attention)")
-        print("(layout 0: each block's bytes contiguous; 1: the cache's [position][kv head][d], a block per head)")
-        print(f"{'context':>7} {'batch':>5} {'blocks':>6} {'layout':>6} {'us':>9} {'GB/s':>7} {'of copy':>7}")
+        print("(layout 0: each block's bytes contiguous; 1: the cache's [position][kv head][d], a block per head;"
+              " cluster: blocks per thread-block cluster)")
+        print(f"{'context':>7} {'batch':>5} {'blocks':>6} {'layout':>6} {'cluster':>7} {'us':>9} {'GB/s':>7} {'of copy':>7}")
         for b in sorted(stream, key=lambda b: (int(args(b)["context"]), int(args(b)["batch"]), args(b).get("layout", "0"),
-                                               int(b["blocks"]))):
+                                               int(b["blocks"]), int(args(b).get("cluster", "1")))):
             parts = args(b)
             key = (int(parts["context"]), int(parts["batch"]), int(parts.get("layout", "0")))
             chain[key] = max(chain.get(key, 0.0), b["read_bytes_per_s"])
             print(f"{parts['context']:>7} {parts['batch']:>5} {int(b['blocks']):>6} {parts.get('layout', '0'):>6} "
+                  f"{parts.get('cluster', '1'):>7} "
                   f"{b['real_time']:>9.1f} {b['read_bytes_per_s'] / 1e9:>7.0f} {b['read_bytes_per_s'] / bw:>7.2f}")
 
     att = find("BM_DecodeAttention")
