@@ -120,6 +120,8 @@ std::vector<float> attention(const AttentionCase& c);
 /// Key splits cuda::plan_attention picks (host code: runs without a device).
 int planned_splits(int rows, int heads, int kv_heads, bool prefill_rows, int num_sms, int max_keys,
                    bool prefill_mma = false);
+/// Whether decode rows (32 heads, 4 kv heads, 132 SMs) merge their splits through the workspace.
+bool planned_merge_through_memory(int rows, int max_keys);
 /// Whether that plan lets decode blocks copy keys before the previous kernel ends.
 bool planned_early_copies(int rows, bool prefill_rows);
 /// The cache contents (K then V, [seq][pos][kv_head][dim]) after store_kv of every

@@ -53,6 +53,10 @@ int planned_splits(int rows, int heads, int kv_heads, bool prefill_rows, int num
   return cuda::plan_attention(rows, heads, kv_heads, prefill_rows, num_sms, max_keys, prefill_mma).splits;
 }
 
+bool planned_merge_through_memory(int rows, int max_keys) {
+  return cuda::plan_attention(rows, 32, 4, false, 132, max_keys).splits_through_memory;
+}
+
 bool planned_early_copies(int rows, bool prefill_rows) {
   return cuda::plan_attention(rows, 32, 4, prefill_rows, 132).older_keys_settled;
 }
@@ -69,7 +73,8 @@ std::vector<float> attention(const AttentionCase& c) {
                                                    cuda::prefill_on_tensor_cores(cache.slot(0), c.heads));
     if (c.splits > 0) l.splits = c.splits;
     DeviceBuffer<float> ws(cuda::attention_workspace_floats(n, c.heads, c.head_dim, l));
-    ws.fill_bytes(0xFF);
+    ws.fill_bytes(0xFF);  // partials and merge buffers poisoned; the decode kernel's counts start at zero
+    if (ws.size()) LCKV_CUDA_CHECK(cudaMemset(ws.data(), 0, 2 * cuda::attn::kDecodeSplitCounters * sizeof(unsigned)));
     const int w = c.heads * c.head_dim;
     auto run = [&] {
       out16.fill_bytes(0xFF);

@@ -669,6 +669,13 @@ TEST_CASE("attention split plan: decode fills the SMs, or half of them for long 
   CHECK(cudatest::planned_splits(256, heads, kv_heads, false, sms, 2048) == 1);
   CHECK(cudatest::planned_splits(1, heads, kv_heads, false, sms, 256) == 1);     // short rows: no split
   CHECK(cudatest::planned_splits(1024, heads, kv_heads, true, sms, 2048) == 2);  // prefill tiles: unchanged
+  // Long rows at 4+ splits with 2^17 keys or more over the rows merge through memory, not as clusters.
+  CHECK(cudatest::planned_merge_through_memory(4, 32768));       // 4 splits, 4 x 32K keys
+  CHECK(cudatest::planned_merge_through_memory(2, 65536));       // 8 splits
+  CHECK_FALSE(cudatest::planned_merge_through_memory(2, 32768)); // 2 x 32K keys: the cluster
+  CHECK_FALSE(cudatest::planned_merge_through_memory(1, 65536)); // batch 1: the cluster
+  CHECK_FALSE(cudatest::planned_merge_through_memory(8, 65536)); // 2 splits: the cluster
+  CHECK_FALSE(cudatest::planned_merge_through_memory(4, 4096));  // short rows fill both block slots
   // Keys below a row's position are settled only with one row per sequence: a prefill run
   // writes its own earlier positions in the kernels just before the attention.
   CHECK(cudatest::planned_early_copies(8, false));
@@ -748,12 +755,15 @@ TEST_CASE("attention vs CPU: masks x layouts x dtypes x tilings" * doctest::skip
 TEST_CASE("decode on tensor cores vs CPU: long rows, head layouts, forced splits" * doctest::skip(!gpu())) {
   // Decode on tensor cores: long contexts (many splits), the Llama-7B (G 1, d 128) and
   // TinyLlama (G 8, d 64) head layouts, a group whose slices of the merge cut heads unevenly
-  // (G 3) and the largest merge buffer (G 16, d 128: two copy stages where three would not fit
-  // twice per SM beside it), forced splits (16: the largest cluster; 17 is run as 16), contiguous
-  // slots (whole tiles take the linear-address path) and paged; cudatest::attention runs each twice.
+  // (G 3), a group that fills 12 of the MMA's 16 rows (G 12) and the largest merge buffer (G 16,
+  // d 128: two copy stages where three would not fit twice per SM beside it), forced splits (16:
+  // the largest cluster; 17 is run as 16 on two rows: 64 blocks at one per SM, merging through
+  // the workspace, as the plan's 6 splits and the forced 3 do on 5 rows), contiguous slots (whole
+  // tiles take the linear-address path) and paged; cudatest::attention runs each twice, so the
+  // counts a launch leaves behind must be zero.
   const std::vector<MaskSpec> long_masks{{false, 0, 0}, {true, 0, 0}, {false, 700, 0}, {true, 7, 0},
                                          {false, 1500, 5}, {true, 1500, 5}};
-  const int shapes[5][2] = {{128, 1}, {128, 4}, {64, 8}, {64, 3}, {128, 16}};  // head_dim, group
+  const int shapes[6][2] = {{128, 1}, {128, 4}, {64, 8}, {64, 3}, {64, 12}, {128, 16}};  // head_dim, group
   long combination = 0;
   for (Layout layout : {Layout::Contiguous, Layout::Paged})
     for (DType t : {DType::BF16, DType::F16})
@@ -787,6 +797,9 @@ TEST_CASE("decode on tensor cores vs CPU: long rows, head layouts, forced splits
             for (std::size_t s = 0; s < c.length.size(); ++s) c.rows.push_back({static_cast<int>(s), c.length[s] - 1});
             c.rows.push_back({0, 0});
             c.rows.push_back({0, 1500});
+            // 17 (run as 16) splits on the two long rows alone: 64 blocks at one block per SM,
+            // merging through memory; 16 splits of all 5 rows run two blocks per SM as clusters.
+            if (splits == 17) c.rows.resize(2);
             // One split and 30 more rows: a grid (70 blocks) past the deep pipeline's, which for
             // G 16 / d 128 runs two stages without a cluster.
             if (splits == 1)

@@ -99,6 +99,10 @@ struct Params {
   float* part_ml;  ///< [n, heads, splits, 2] running max and sum
   void* out16;     ///< decode_kernel_mma only: when set, the output goes here in the KV type instead of out
   bool older_keys_settled;  ///< AttentionLaunch::older_keys_settled
+  /// decode_kernel_mma only: when set, a row's splits are not one cluster; their merge buffers
+  /// lie in part_o, and [n, kv_heads] pairs of counts (arrived, left; zero before, zero again
+  /// after) stand in for the cluster barrier.
+  unsigned* split_counters;
 };
 
 /// Shared floats a block needs.
@@ -668,7 +672,12 @@ __device__ __forceinline__ void accumulate(float (&o)[D / 8][4], const float (&s
 ///   workspace, no arrival counters, no second launch, and no block-level
 ///   merge of the warps first (two barriers and a round trip through shared
 ///   memory fewer than merging warps, then splits: 1-8% off the decode
-///   attention, docs/benchmarks-cuda.md Update 10).
+///   attention, docs/benchmarks-cuda.md Update 10);
+/// - long rows on grids of one block per SM (Params::split_counters, from
+///   AttentionLaunch::splits_through_memory) do the same through the workspace:
+///   the merge buffers lie in global memory and a count of arrivals stands in
+///   for the cluster barrier (splits_barrier), which lets consecutive layers'
+///   grids overlap as clusters did not (docs/benchmarks-cuda.md Update 18).
 /// Q and P are rounded to the KV type for the products (as FlashAttention does);
 /// the softmax, its running max / sum and the accumulation are fp32.
 inline constexpr int kDecodeWarps = 4;
@@ -690,6 +699,18 @@ inline constexpr int kDecodeBlocksPerSm = 2;  ///< what the shared memory allows
 inline constexpr int kDecodeMaxGroup = 16;    ///< the MMA's M
 inline constexpr int kDecodeMaxSplits = kMaxClusterBlocks;  ///< a row's splits form one cluster
 inline constexpr int kDecodePrefetchTiles = 4;  ///< a warp's tiles pulled into L2 before pdl::wait
+/// Long decode rows merge their splits through the workspace rather than as one cluster
+/// (AttentionLaunch::splits_through_memory) from this many splits, and where the rows' keys
+/// (rows x plan_attention's max_keys) reach kDecodeMemoryMergeKeys. Clusters of 4-16 blocks at
+/// one block per SM slowed a chain of dependent read-only launches by 16-19% (2% for one launch
+/// alone: the cost is in how consecutive layers overlap), while the merge through memory costs
+/// ~4 us more per layer than the cluster's: on an H100 that paid from 2 rows x 32K and 4 x 16K
+/// keys (-4%, 4 x 32K -12%) and cost 7% at 2 x 16K (docs/benchmarks-cuda.md Update 18).
+inline constexpr int kDecodeMemoryMergeSplits = 4;
+inline constexpr long kDecodeMemoryMergeKeys = 1L << 17;
+/// (row, kv head) pairs of counts at the workspace's start, for decode grids whose splits merge
+/// through memory (Params::split_counters).
+inline constexpr int kDecodeSplitCounters = 256;
 /// A warp's key tile: 8 KiB of K and V per stage for either head_dim.
 template <int D>
 inline constexpr int kWarpKeys = 2048 / D;
@@ -754,7 +775,27 @@ __device__ __forceinline__ void copy_consecutive_tile(const Slot& slot, int seq,
   }
 }
 
-template <class Slot, int D, int Stages>
+/// The blocks of a row's splits wait here for each other, as at a cluster barrier, where they are not
+/// one cluster: counts[0] counts arrivals. Every block of such a grid is resident before the next
+/// kernel can start (each calls pdl::allow_next first), so the wait cannot starve.
+__device__ __forceinline__ void splits_barrier(unsigned* counts, unsigned splits) {
+  __syncthreads();  // the block's merge writes precede its arrival
+  if (threadIdx.x == 0) {
+    __threadfence();
+    atomicAdd(counts, 1u);
+    unsigned arrived;
+    do {
+      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(arrived) : "l"(counts) : "memory");
+    } while (arrived < splits);
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+/// `Memory`: the splits (at least two) merge through the workspace (Params::split_counters), not
+/// as a cluster; a template parameter so that the cluster path's merge has no extra branches
+/// (at run time they cost batch-1 decode 3-7%, docs/benchmarks-cuda.md Update 18).
+template <class Slot, int D, int Stages, bool Memory>
 __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_kernel_mma(Params<Slot> p) {
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(p.slot.key(0, 0, 0))>>;
   static_assert(sizeof(T) == 2 && (D == 64 || D == 128));
@@ -841,7 +882,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
   // then; compute-sanitizer flags the writes without it). Relaxed, and after pdl::wait: an
   // arrival with release semantics before it made batch-1 decode steps 4-5% slower (H100,
   // docs/benchmarks-cuda.md Update 10).
-  if (p.splits > 1) __cluster_barrier_arrive_relaxed();
+  const bool clustered = !Memory && p.splits > 1;
+  if (clustered) __cluster_barrier_arrive_relaxed();
 
   // Q[16, D] as A fragments: qa[k][.] covers dims [16k, 16k + 16); rows >= G are zero.
   std::uint32_t qa[D / 16][4];
@@ -904,12 +946,17 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
   }
 
   // Reduce-scatter: every warp writes its share of slice r straight into block r's merge buffer
-  // (distributed shared memory across the cluster; its own block's without splits).
-  if (p.splits > 1) __cluster_barrier_wait();  // every block of the cluster has started
+  // (distributed shared memory across the cluster; its own block's without splits; in the
+  // workspace where the splits are not a cluster).
+  if (clustered) __cluster_barrier_wait();  // every block of the cluster has started
   const DecodeMerge mg = DecodeMerge::of(G, D, p.splits);
   const int P = mg.partials(), src = split * W + warp;
-  float* merge = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(dsmem) + kDecodeSmemBytes<D, Stages>);
-  auto buffer = [&](int r) { return p.splits == 1 ? merge : cg::this_cluster().map_shared_rank(merge, r); };
+  const std::int64_t pair = static_cast<std::int64_t>(row) * gridDim.y + kvh;  // this (row, kv head)
+  float* const own = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(dsmem) + kDecodeSmemBytes<D, Stages>);
+  auto buffer = [&](int r) -> float* {
+    if constexpr (Memory) return p.part_o + (pair * p.splits + r) * static_cast<std::int64_t>(mg.bytes() / sizeof(float));
+    else return p.splits == 1 ? own : cg::this_cluster().map_shared_rank(own, r);
+  };
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int qr = g + 8 * h;
@@ -929,11 +976,13 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
       for (int r = qr * D / mg.per; r <= ((qr + 1) * D - 1) / mg.per; ++r)
         buffer(r)[P * mg.per + src * mg.rows + (qr - mg.first_row(r))] = lse[h];
   }
-  if (p.splits > 1) cg::this_cluster().sync();  // every partial has arrived; nothing remote is touched after this
+  if constexpr (Memory) splits_barrier(p.split_counters + 2 * pair, static_cast<unsigned>(p.splits));
+  else if (clustered) cg::this_cluster().sync();  // every partial has arrived; nothing remote is touched after this
   else __syncthreads();
 
   // This block's slice: each element merged over the P partials by `tpe` neighbouring lanes.
-  const int rank = p.splits > 1 ? static_cast<int>(cg::this_cluster().block_rank()) : 0;
+  const int rank = Memory ? split : clustered ? static_cast<int>(cg::this_cluster().block_rank()) : 0;
+  const float* merge = Memory ? buffer(rank) : own;
   const int e0 = rank * mg.per, n = max(0, min(G * D, e0 + mg.per) - e0);
   int tpe = 1;
   while (tpe < 32 && 2 * tpe <= P && 2 * tpe * n <= W * 32) tpe *= 2;
@@ -982,6 +1031,11 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeBlocksPerSm) decode_
       if (p.out16) static_cast<T*>(p.out16)[out0 + e] = from_float<T>(v);  // the next GEMM's 16-bit input
       else p.out[out0 + e] = v;
     }
+  }
+  if constexpr (Memory) {  // the last block to leave sets both counts back to zero for the next launch
+    __syncthreads();
+    unsigned* counts = p.split_counters + 2 * pair;
+    if (threadIdx.x == 0 && atomicAdd(counts + 1, 1u) == static_cast<unsigned>(p.splits) - 1) counts[0] = counts[1] = 0;
   }
 }
 
@@ -1277,6 +1331,9 @@ struct AttentionLaunch {
   /// One row per sequence (decode): no kernel this one may overlap writes a key at a
   /// position below a row's own, so decode blocks copy those keys before waiting for it.
   bool older_keys_settled = false;
+  /// Decode rows on tensor cores whose grid runs one block per SM: the splits merge through the
+  /// workspace instead of as one cluster (decode_kernel_mma, plan_attention).
+  bool splits_through_memory = false;
 };
 
 /// Whether prefill tiles over `slot` with `heads` query heads run on tensor cores
@@ -1326,6 +1383,9 @@ inline AttentionLaunch plan_attention(int n, int heads, int kv_heads, bool prefi
   const long alone = attn::decode_deep_blocks(num_sms) / blocks;  // splits that keep the grid deep
   if (max_keys >= attn::kDecodeLongKeys && alone >= 1) {
     l.splits = static_cast<int>(std::min<long>(decode_most, alone));
+    l.splits_through_memory = l.splits >= attn::kDecodeMemoryMergeSplits &&
+                              static_cast<long>(n) * max_keys >= attn::kDecodeMemoryMergeKeys &&
+                              static_cast<long>(n) * kv_heads <= attn::kDecodeSplitCounters;
     return l;
   }
   const long slots = static_cast<long>(num_sms) * attn::kDecodeBlocksPerSm;
@@ -1342,11 +1402,21 @@ inline AttentionLaunch plan_attention(int n, int heads, int kv_heads, bool prefi
   return l;
 }
 
-/// Workspace floats plan `l` needs for n rows (split partials). A bound for every
-/// path: decode rows of 16-bit KV merge their splits inside a cluster and leave it
-/// unused.
+/// Workspace floats plan `l` needs for n rows, a bound for every path: with splits, the decode
+/// kernel's counts (2 x attn::kDecodeSplitCounters, which must be zero before the first launch
+/// that uses the workspace, as in a new DeviceBuffer; every launch leaves them zero), then the
+/// split partials, or the decode kernel's merge buffers where its splits are not a cluster.
 inline std::size_t attention_workspace_floats(int n, int heads, int head_dim, const AttentionLaunch& l) {
-  return l.splits == 1 ? 0 : static_cast<std::size_t>(n) * heads * l.splits * (head_dim + 2);
+  if (l.splits == 1) return 0;
+  std::size_t per_row = static_cast<std::size_t>(heads) * l.splits * (head_dim + 2);
+  if (l.rows_per_tile == 1) {  // decode rows: one merge buffer per split of each (row, kv head)
+    const int splits = std::min(l.splits, attn::kDecodeMaxSplits);
+    for (int g = 1; g <= std::min(heads, attn::kDecodeMaxGroup); ++g)
+      if (heads % g == 0)
+        per_row = std::max(per_row, static_cast<std::size_t>(heads / g) * splits *
+                                        (attn::DecodeMerge::of(g, head_dim, splits).bytes() / sizeof(float)));
+  }
+  return 2 * attn::kDecodeSplitCounters + static_cast<std::size_t>(n) * per_row;
 }
 
 template <class Slot, int D, int MaxQ>
@@ -1367,11 +1437,11 @@ void launch_combine(const attn::Params<Slot>& p, cudaStream_t s) {
 /// decode_kernel_mma's dynamic shared memory at `Stages` for params p: the copy stages and the
 /// merge buffer; raises the kernel's limits to the largest such size (and allows 16-block
 /// clusters) on first use.
-template <class Slot, int D, int Stages>
+template <class Slot, int D, int Stages, bool Memory = false>
 std::size_t decode_mma_smem(const attn::Params<Slot>& p) {
   constexpr std::size_t stages = attn::kDecodeSmemBytes<D, Stages>;
   constexpr std::size_t most = stages + attn::DecodeMerge::most_bytes(D);
-  prepare_kernel(attn::decode_kernel_mma<Slot, D, Stages>, static_cast<int>(most), /*clusters16=*/true);
+  prepare_kernel(attn::decode_kernel_mma<Slot, D, Stages, Memory>, static_cast<int>(most), /*clusters16=*/true);
   return attn::decode_smem_bytes<D, Stages>(p.group, p.splits);
 }
 
@@ -1383,11 +1453,11 @@ bool decode_fits_twice(const attn::Params<Slot>& p) {
 }
 
 /// decode_kernel_mma with `Stages`-deep copy pipelines over `grid`, the splits of a row
-/// (grid.x) as one cluster.
-template <class Slot, int D, int Stages>
+/// (grid.x) as one cluster, or merging through memory (`Memory`, p.split_counters set).
+template <class Slot, int D, int Stages, bool Memory = false>
 void launch_decode_mma(const attn::Params<Slot>& p, dim3 grid, cudaStream_t s) {
-  launch_clustered("decode_kernel_mma", attn::decode_kernel_mma<Slot, D, Stages>, grid, grid.x,
-                   attn::kDecodeWarps * 32, decode_mma_smem<Slot, D, Stages>(p), s, p);
+  launch_clustered("decode_kernel_mma", attn::decode_kernel_mma<Slot, D, Stages, Memory>, grid, Memory ? 1 : grid.x,
+                   attn::kDecodeWarps * 32, decode_mma_smem<Slot, D, Stages, Memory>(p), s, p);
 }
 
 /// prefill_kernel_mma over p's query tiles (rows_per_tile rows each), then combine_kernel for split
@@ -1405,13 +1475,13 @@ void launch_prefill_mma(const attn::Params<Slot>& p, int kv_heads, cudaStream_t 
 /// which pays off only when the grid covers at most half the SMs (attn::decode_deep_blocks:
 /// batch 1-2, and long rows up to batch 16, which plan_attention splits to fit; a warp's own
 /// copies in flight set the time; at batch 8 / 1K it ran 50% slower, docs/benchmarks-cuda.md)
-/// and every cluster of the grid still fits on the device at once (a cluster's blocks share
-/// a GPC).
+/// and, where its splits are clusters, every cluster of the grid still fits on the device at
+/// once (a cluster's blocks share a GPC).
 template <class Slot, int D>
 bool decode_runs_deep(const attn::Params<Slot>& p, dim3 grid) {
   const long blocks = static_cast<long>(grid.x) * grid.y * grid.z;
   if (blocks > attn::decode_deep_blocks(device_sms())) return false;
-  if (grid.x == 1) return true;
+  if (grid.x == 1 || p.split_counters) return true;
   // Clusters the device holds at once, per cluster size (the answer depends on nothing else: at
   // the deep setting one block fills an SM whatever its merge buffer); 0: not asked yet. Threads
   // that race here compute the same value.
@@ -1428,28 +1498,34 @@ bool decode_runs_deep(const attn::Params<Slot>& p, dim3 grid) {
     config.dynamicSmemBytes = decode_mma_smem<Slot, D, Deep>(p);
     config.attrs = &cluster;
     config.numAttrs = 1;
-    LCKV_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&most, attn::decode_kernel_mma<Slot, D, Deep>, &config));
+    LCKV_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&most, attn::decode_kernel_mma<Slot, D, Deep, false>, &config));
     if (most == 0) most = -1;  // remembered: this cluster size cannot run at the deep setting
     fits[grid.x].store(most, std::memory_order_relaxed);
   }
   return most > 0 && static_cast<long>(grid.y) * grid.z <= most;
 }
 
-/// Decode rows (one per block) of 16-bit KV go to decode_kernel_mma (splits,
-/// at most kDecodeMaxSplits, merged inside its cluster; 4 stages deep for small
-/// grids, else 3, or 2 where 3 with the merge buffer would not fit twice per SM), of fp32 KV at head_dim
-/// 64 to decode_kernel; prefill tiles and the rest to attention_kernel, a
+/// Decode rows (one per block) of 16-bit KV go to decode_kernel_mma (splits, at most
+/// kDecodeMaxSplits, merged inside a cluster, or through the workspace with the counts at
+/// split_counters where the plan says so and the grid runs deep; 4 stages deep for small
+/// grids, else 3, or 2 where 3 with the merge buffer would not fit twice per SM), of fp32 KV at
+/// head_dim 64 to decode_kernel; prefill tiles and the rest to attention_kernel, a
 /// small-register variant when few queries share a tile.
 template <class Slot, int D>
-bool launch_attention_d(attn::Params<Slot> p, int kv_heads, cudaStream_t s) {
+bool launch_attention_d(attn::Params<Slot> p, int kv_heads, unsigned* split_counters, cudaStream_t s) {
   using T = std::remove_cv_t<std::remove_pointer_t<decltype(p.slot.key(0, 0, 0))>>;
   if (p.rows_per_tile == 1) {
     if constexpr (sizeof(T) == 2) {
       if (p.group <= attn::kDecodeMaxGroup) {
         p.splits = std::min(p.splits, attn::kDecodeMaxSplits);  // a cluster holds a row's splits
         const dim3 grid(p.splits, kv_heads, p.n);
-        if (decode_runs_deep<Slot, D>(p, grid))
-          launch_decode_mma<Slot, D, attn::kDecodeDeepStages>(p, grid, s);
+        if (p.splits > 1 && split_counters && p.n * kv_heads <= attn::kDecodeSplitCounters &&
+            static_cast<long>(grid.x) * grid.y * grid.z <= attn::decode_deep_blocks(device_sms()))
+          p.split_counters = split_counters;  // deep, without a cluster
+        if (decode_runs_deep<Slot, D>(p, grid)) {
+          if (p.split_counters) launch_decode_mma<Slot, D, attn::kDecodeDeepStages, true>(p, grid, s);
+          else launch_decode_mma<Slot, D, attn::kDecodeDeepStages>(p, grid, s);
+        }
         else if (decode_fits_twice<Slot, D, attn::kDecodeStages>(p))
           launch_decode_mma<Slot, D, attn::kDecodeStages>(p, grid, s);
         else
@@ -1478,7 +1554,9 @@ bool launch_attention_d(attn::Params<Slot> p, int kv_heads, cudaStream_t s) {
 
 /// out[r, h] = softmax over the keys mask allows at rows[r].pos of q.K / sqrt(d), times V;
 /// zero where it allows none. q, out: [n, heads * head_dim] device fp32; rows: [n] device.
-/// `workspace` holds attention_workspace_floats(...) floats when l.splits > 1. With `out16`
+/// `workspace` holds attention_workspace_floats(...) floats when l.splits > 1 (its first
+/// 2 x attn::kDecodeSplitCounters zero before the first call, as in a new DeviceBuffer; calls
+/// leave them zero). With `out16`
 /// ([n, heads * head_dim] of the KV type), decode rows on tensor cores write their output
 /// there, rounded, instead of `out` (the o_proj GEMM's input without a rounding pass);
 /// returns whether they did (false: the output is in `out`).
@@ -1494,6 +1572,10 @@ bool attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows,
   if (group * l.rows_per_tile > attn::kMaxQueries)
     throw InvalidArgument("cuda attention: " + std::to_string(group) + " query heads per KV head x " +
                           std::to_string(l.rows_per_tile) + " rows exceeds " + std::to_string(attn::kMaxQueries));
+  // The workspace: the decode kernel's counts, then the split partials (attention_workspace_floats).
+  static_assert(sizeof(unsigned) == sizeof(float));
+  unsigned* split_counters = workspace && l.splits_through_memory ? reinterpret_cast<unsigned*>(workspace) : nullptr;
+  float* partials = workspace ? workspace + 2 * attn::kDecodeSplitCounters : nullptr;
   attn::Params<Slot> p{q.data,
                        out.data,
                        rows,
@@ -1505,10 +1587,11 @@ bool attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows,
                        l.rows_per_tile,
                        l.splits,
                        1.0f / std::sqrt(static_cast<float>(slot.head_dim)),
-                       workspace,
-                       workspace ? workspace + static_cast<std::size_t>(q.rows) * heads * l.splits * slot.head_dim : nullptr,
+                       partials,
+                       partials ? partials + static_cast<std::size_t>(q.rows) * heads * l.splits * slot.head_dim : nullptr,
                        out16,
-                       l.older_keys_settled};
+                       l.older_keys_settled,
+                       nullptr};
   if (l.splits > 1 && !workspace) throw InvalidArgument("cuda attention: split-KV needs a workspace");
   if (l.splits < 1 || l.splits > attn::kMaxSplits)
     throw InvalidArgument("cuda attention: splits = " + std::to_string(l.splits) + ", expected 1.." +
@@ -1527,8 +1610,8 @@ bool attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows,
     return false;
   }
   switch (slot.head_dim) {
-    case 64: return launch_attention_d<Slot, 64>(p, slot.kv_heads, s);
-    case 128: return launch_attention_d<Slot, 128>(p, slot.kv_heads, s);
+    case 64: return launch_attention_d<Slot, 64>(p, slot.kv_heads, split_counters, s);
+    case 128: return launch_attention_d<Slot, 128>(p, slot.kv_heads, split_counters, s);
     default:
       throw InvalidArgument("cuda attention: head_dim = " + std::to_string(slot.head_dim) +
                             " is not compiled in (supported: 64, 128)");
