@@ -703,9 +703,10 @@ inline constexpr int kDecodePrefetchTiles = 4;  ///< a warp's tiles pulled into 
 /// (AttentionLaunch::splits_through_memory) from this many splits, and where the rows' keys
 /// (rows x plan_attention's max_keys) reach kDecodeMemoryMergeKeys. Clusters of 4-16 blocks at
 /// one block per SM slowed a chain of dependent read-only launches by 16-19% (2% for one launch
-/// alone: the cost is in how consecutive layers overlap), while the merge through memory costs
-/// ~4 us more per layer than the cluster's: on an H100 that paid from 2 rows x 32K and 4 x 16K
-/// keys (-4%, 4 x 32K -12%) and cost 7% at 2 x 16K (docs/benchmarks-cuda.md Update 18).
+/// alone: the cost is in how consecutive layers overlap), while the merge through memory adds a
+/// fixed cost per layer: on an H100 it paid from 2 rows x 32K and 4 x 16K keys (-4%, 4 x 32K
+/// -12%) and cost 7% at 2 x 16K, 13-35% at batch 1 and 3-5% with 2 splits (docs/benchmarks-cuda.md
+/// Update 18).
 inline constexpr int kDecodeMemoryMergeSplits = 4;
 inline constexpr long kDecodeMemoryMergeKeys = 1L << 17;
 /// (row, kv head) pairs of counts at the workspace's start, for decode grids whose splits merge
