@@ -339,12 +339,8 @@ void BM_StreamChain(benchmark::State& state) {
   auto all_layers = [&] {
     for (int l = 0; l < L; ++l) {
       const unsigned char* base = kv.data() + l * layer;
-      if (cluster > 1)
-        lc::launch_clustered("stream_layer", stream_layer, blocks, cluster, kStreamWarps * 32, smem, s.get(), base,
-                             base + layer / 2, per_block, heads, cluster, sink.data());
-      else
-        lc::launch("stream_layer", stream_layer, blocks, kStreamWarps * 32, smem, s.get(), base, base + layer / 2,
-                   per_block, heads, cluster, sink.data());
+      lc::launch_clustered("stream_layer", stream_layer, blocks, cluster, kStreamWarps * 32, smem, s.get(), base,
+                           base + layer / 2, per_block, heads, cluster, sink.data());
     }
   };
   time_graph(state, s.get(), all_layers);
