@@ -198,7 +198,8 @@ void decode_attention_layers(benchmark::State& state, int heads, int kv_heads, i
   while (bucket < S + 1) bucket *= 2;
   lc::AttentionLaunch l = lc::plan_attention(B, heads, kv_heads, false, lc::device_sms(), bucket);
   if (state.range(4) > 0) l.splits = static_cast<int>(state.range(4));  // a fixed split count instead of the plan's
-  lc::DeviceBuffer<float> ws(lc::attention_workspace_floats(B, heads, D, l));
+  lc::AttentionWorkspace ws;
+  ws.reserve(lc::attention_workspace_floats(B, heads, D, l));
   lc::Stream s;
   std::vector<MaskSpec> masks;
   for (int layer = 0; layer < L; ++layer) masks.push_back(MaskSpec{plan.attends_top(layer), 0, 0});
@@ -222,7 +223,7 @@ void decode_attention_layers(benchmark::State& state, int heads, int kv_heads, i
     for (int layer = 0; layer < L; ++layer)
       lc::attention(MatrixView<const float>{q.data(), B, heads * D}, cache.slot(plan.kv_slot(plan.attends_to(layer))),
                       drows.data(), masks[static_cast<std::size_t>(layer)], heads,
-                      MatrixView<float>{out.data(), B, heads * D}, l, ws.data(), s.get());
+                      MatrixView<float>{out.data(), B, heads * D}, l, ws, s.get());
   };
   time_graph(state, s.get(), all_layers);
   if (persist && lckv) {
@@ -387,7 +388,7 @@ void BM_DecodeOps(benchmark::State& state) {
   lc::copy_to_device(drows.data(), rows.data(), rows.size());
   using Cache = ContiguousCache<bf16, lc::DeviceMemory>;
   std::unique_ptr<Cache> cache;
-  lc::DeviceBuffer<float> ws;
+  lc::AttentionWorkspace ws;
   lc::AttentionLaunch l;
   if (op == 8 || op == 11) {
     cache = std::make_unique<Cache>(CacheGeometry{1, 4, 64, 2}, B, 1025);
@@ -395,7 +396,7 @@ void BM_DecodeOps(benchmark::State& state) {
     randomize(cache->slot(0).v, cache->allocated_bytes() / 4, 11);
     for (int b = 0; b < B; ++b) cache->open();
     l = lc::plan_attention(B, 32, 4, false, lc::device_sms(), 2048);
-    ws = lc::DeviceBuffer<float>(lc::attention_workspace_floats(B, 32, 64, l));
+    ws.reserve(lc::attention_workspace_floats(B, 32, 64, l));
   }
   double bytes = 0;
   auto run = [&] {
@@ -450,7 +451,7 @@ void BM_DecodeOps(benchmark::State& state) {
       bytes = 12.0 * B * 5632;
     } else {
       lc::attention(MatrixView<const float>{x.data(), B, 2048}, cache->slot(0), drows.data(), MaskSpec{}, 32,
-                    MatrixView<float>{y.data(), B, 2048}, l, ws.data(), s.get());
+                    MatrixView<float>{y.data(), B, 2048}, l, ws, s.get());
       bytes = 2.0 * 2 * B * 1025 * 4 * 64;
     }
   };

@@ -122,6 +122,9 @@ int planned_splits(int rows, int heads, int kv_heads, bool prefill_rows, int num
                    bool prefill_mma = false);
 /// Whether decode rows (32 heads, 4 kv heads, 132 SMs) merge their splits through the workspace.
 bool planned_merge_through_memory(int rows, int max_keys);
+/// The error of cuda::attention over `rows` decode rows at `splits` splits with an empty
+/// workspace (host code: it throws before any launch); empty if it did not throw.
+std::string attention_without_workspace(int rows, int splits);
 /// Whether that plan lets decode blocks copy keys before the previous kernel ends.
 bool planned_early_copies(int rows, bool prefill_rows);
 /// The cache contents (K then V, [seq][pos][kv_head][dim]) after store_kv of every

@@ -57,6 +57,20 @@ bool planned_merge_through_memory(int rows, int max_keys) {
   return cuda::plan_attention(rows, 32, 4, false, 132, max_keys).splits_through_memory;
 }
 
+std::string attention_without_workspace(int rows, int splits) {
+  const ContiguousSlot<__nv_bfloat16> slot{nullptr, nullptr, 0, 1, 0, 4, 64};  // never read: the call throws first
+  cuda::AttentionLaunch l;
+  l.splits = splits;
+  cuda::AttentionWorkspace empty;
+  try {
+    cuda::attention(MatrixView<const float>{nullptr, rows, 32 * 64}, slot, nullptr, MaskSpec{}, 32,
+                    MatrixView<float>{nullptr, rows, 32 * 64}, l, empty, nullptr);
+  } catch (const InvalidArgument& e) {
+    return e.what();
+  }
+  return {};
+}
+
 bool planned_early_copies(int rows, bool prefill_rows) {
   return cuda::plan_attention(rows, 32, 4, prefill_rows, 132).older_keys_settled;
 }
@@ -72,14 +86,15 @@ std::vector<float> attention(const AttentionCase& c) {
     cuda::AttentionLaunch l = cuda::plan_attention(n, c.heads, c.kv_heads, c.prefill_tiles, cuda::device_sms(), 1 << 30,
                                                    cuda::prefill_on_tensor_cores(cache.slot(0), c.heads));
     if (c.splits > 0) l.splits = c.splits;
-    DeviceBuffer<float> ws(cuda::attention_workspace_floats(n, c.heads, c.head_dim, l));
-    ws.fill_bytes(0xFF);  // partials and merge buffers poisoned; the decode kernel's counts start at zero
-    if (ws.size()) LCKV_CUDA_CHECK(cudaMemset(ws.data(), 0, 2 * cuda::attn::kDecodeSplitCounters * sizeof(unsigned)));
+    cuda::AttentionWorkspace ws;
+    ws.reserve(cuda::attention_workspace_floats(n, c.heads, c.head_dim, l));
+    if (ws.partial_floats())  // partials and merge buffers poisoned (the counts stay zero)
+      LCKV_CUDA_CHECK(cudaMemset(ws.partials(), 0xFF, ws.partial_floats() * sizeof(float)));
     const int w = c.heads * c.head_dim;
     auto run = [&] {
       out16.fill_bytes(0xFF);
-      const bool wrote16 = cuda::attention(cmat(dq, n, w), cache.slot(0), dr.data(), c.mask, c.heads, mat(out, n, w), l,
-                                           ws.size() ? ws.data() : nullptr, nullptr, c.out16 ? out16.data() : nullptr);
+      const bool wrote16 = cuda::attention(cmat(dq, n, w), cache.slot(0), dr.data(), c.mask, c.heads, mat(out, n, w), l, ws,
+                                           nullptr, c.out16 ? out16.data() : nullptr);
       if (wrote16 != c.out16) throw std::runtime_error("attention: the 16-bit output was not written as asked");
       if (!c.out16) return to_host(out);
       std::vector<T> h(out16.size());

@@ -676,6 +676,10 @@ TEST_CASE("attention split plan: decode fills the SMs, or half of them for long 
   CHECK_FALSE(cudatest::planned_merge_through_memory(1, 65536)); // batch 1: the cluster
   CHECK_FALSE(cudatest::planned_merge_through_memory(8, 65536)); // 2 splits: the cluster
   CHECK_FALSE(cudatest::planned_merge_through_memory(4, 4096));  // short rows fill both block slots
+  // A workspace smaller than the plan needs is an error naming both sizes, not an overrun.
+  const std::string err = cudatest::attention_without_workspace(2, 4);
+  CHECK(err.find("the workspace holds 0 floats") != std::string::npos);
+  CHECK(err.find("expected for 2 rows at 4 splits") != std::string::npos);
   // Keys below a row's position are settled only with one row per sequence: a prefill run
   // writes its own earlier positions in the kernels just before the attention.
   CHECK(cudatest::planned_early_copies(8, false));

@@ -674,7 +674,8 @@ __device__ __forceinline__ void accumulate(float (&o)[D / 8][4], const float (&s
 ///   memory fewer than merging warps, then splits: 1-8% off the decode
 ///   attention, docs/benchmarks-cuda.md Update 10);
 /// - long rows on grids of one block per SM (Params::split_counters, from
-///   AttentionLaunch::splits_through_memory) do the same through the workspace:
+///   AttentionLaunch::splits_through_memory) do the same through the
+///   AttentionWorkspace:
 ///   the merge buffers lie in global memory and a count of arrivals stands in
 ///   for the cluster barrier (splits_barrier), which lets consecutive layers'
 ///   grids overlap as clusters did not (docs/benchmarks-cuda.md Update 18).
@@ -1385,8 +1386,7 @@ inline AttentionLaunch plan_attention(int n, int heads, int kv_heads, bool prefi
   if (max_keys >= attn::kDecodeLongKeys && alone >= 1) {
     l.splits = static_cast<int>(std::min<long>(decode_most, alone));
     l.splits_through_memory = l.splits >= attn::kDecodeMemoryMergeSplits &&
-                              static_cast<long>(n) * max_keys >= attn::kDecodeMemoryMergeKeys &&
-                              static_cast<long>(n) * kv_heads <= attn::kDecodeSplitCounters;
+                              static_cast<long>(n) * max_keys >= attn::kDecodeMemoryMergeKeys;
     return l;
   }
   const long slots = static_cast<long>(num_sms) * attn::kDecodeBlocksPerSm;
@@ -1404,9 +1404,8 @@ inline AttentionLaunch plan_attention(int n, int heads, int kv_heads, bool prefi
 }
 
 /// Workspace floats plan `l` needs for n rows, a bound for every path: with splits, the decode
-/// kernel's counts (2 x attn::kDecodeSplitCounters, which must be zero before the first launch
-/// that uses the workspace, as in a new DeviceBuffer; every launch leaves them zero), then the
-/// split partials, or the decode kernel's merge buffers where its splits are not a cluster.
+/// kernel's counts (2 x attn::kDecodeSplitCounters), then the split partials, or the decode
+/// kernel's merge buffers where its splits are not a cluster.
 inline std::size_t attention_workspace_floats(int n, int heads, int head_dim, const AttentionLaunch& l) {
   if (l.splits == 1) return 0;
   std::size_t per_row = static_cast<std::size_t>(heads) * l.splits * (head_dim + 2);
@@ -1419,6 +1418,32 @@ inline std::size_t attention_workspace_floats(int n, int heads, int head_dim, co
   }
   return 2 * attn::kDecodeSplitCounters + static_cast<std::size_t>(n) * per_row;
 }
+
+/// cuda::attention's scratch memory: the decode kernel's arrival counts, then the split
+/// partials. It owns its memory because the counts must be zero before every launch: they are
+/// allocated zeroed and every launch leaves them zero, which a caller's own buffer would not
+/// guarantee (wrong results without an error). Launches that share one must be ordered (one per
+/// stream).
+class AttentionWorkspace {
+public:
+  AttentionWorkspace() = default;
+  /// Room for at least `floats` (attention_workspace_floats); allocates, zeroed, only when it
+  /// grows, so a workspace reserved before a graph capture allocates nothing inside it.
+  void reserve(std::size_t floats) {
+    if (floats > buffer_.size()) buffer_ = DeviceBuffer<float>(floats);
+  }
+  std::size_t floats() const { return buffer_.size(); }
+  const void* data() const { return buffer_.data(); }
+  /// [2 x attn::kDecodeSplitCounters]: a count of arrivals and one of departures per (row, kv head).
+  unsigned* counters() { return buffer_.size() ? reinterpret_cast<unsigned*>(buffer_.data()) : nullptr; }
+  /// [floats() - 2 x attn::kDecodeSplitCounters]: written by every launch before it is read (tests poison it).
+  float* partials() { return buffer_.size() ? buffer_.data() + 2 * attn::kDecodeSplitCounters : nullptr; }
+  std::size_t partial_floats() const { return buffer_.size() ? buffer_.size() - 2 * attn::kDecodeSplitCounters : 0; }
+
+private:
+  static_assert(sizeof(unsigned) == sizeof(float));
+  DeviceBuffer<float> buffer_;
+};
 
 template <class Slot, int D, int MaxQ>
 void launch_attention_q(const attn::Params<Slot>& p, int kv_heads, cudaStream_t s) {
@@ -1475,14 +1500,16 @@ void launch_prefill_mma(const attn::Params<Slot>& p, int kv_heads, cudaStream_t 
 /// Whether a decode grid takes the deeper pipeline: its shared memory leaves one block per SM,
 /// which pays off only when the grid covers at most half the SMs (attn::decode_deep_blocks:
 /// batch 1-2, and long rows up to batch 16, which plan_attention splits to fit; a warp's own
-/// copies in flight set the time; at batch 8 / 1K it ran 50% slower, docs/benchmarks-cuda.md)
-/// and, where its splits are clusters, every cluster of the grid still fits on the device at
-/// once (a cluster's blocks share a GPC).
+/// copies in flight set the time; at batch 8 / 1K it ran 50% slower, docs/benchmarks-cuda.md).
+inline bool decode_grid_runs_deep(dim3 grid) {
+  return static_cast<long>(grid.x) * grid.y * grid.z <= attn::decode_deep_blocks(device_sms());
+}
+
+/// Whether every cluster of a deep decode grid (a row's grid.x splits) fits on the device at
+/// once: a cluster's blocks share a GPC.
 template <class Slot, int D>
-bool decode_runs_deep(const attn::Params<Slot>& p, dim3 grid) {
-  const long blocks = static_cast<long>(grid.x) * grid.y * grid.z;
-  if (blocks > attn::decode_deep_blocks(device_sms())) return false;
-  if (grid.x == 1 || p.split_counters) return true;
+bool decode_clusters_fit_deep(const attn::Params<Slot>& p, dim3 grid) {
+  if (grid.x == 1) return true;
   // Clusters the device holds at once, per cluster size (the answer depends on nothing else: at
   // the deep setting one block fills an SM whatever its merge buffer); 0: not asked yet. Threads
   // that race here compute the same value.
@@ -1507,8 +1534,8 @@ bool decode_runs_deep(const attn::Params<Slot>& p, dim3 grid) {
 }
 
 /// Decode rows (one per block) of 16-bit KV go to decode_kernel_mma (splits, at most
-/// kDecodeMaxSplits, merged inside a cluster, or through the workspace with the counts at
-/// split_counters where the plan says so and the grid runs deep; 4 stages deep for small
+/// kDecodeMaxSplits, merged inside a cluster, or through the workspace with its counts at
+/// `split_counters` where the plan asks for it and the grid runs deep; 4 stages deep for small
 /// grids, else 3, or 2 where 3 with the merge buffer would not fit twice per SM), of fp32 KV at
 /// head_dim 64 to decode_kernel; prefill tiles and the rest to attention_kernel, a
 /// small-register variant when few queries share a tile.
@@ -1518,15 +1545,17 @@ bool launch_attention_d(attn::Params<Slot> p, int kv_heads, unsigned* split_coun
   if (p.rows_per_tile == 1) {
     if constexpr (sizeof(T) == 2) {
       if (p.group <= attn::kDecodeMaxGroup) {
+        constexpr int Deep = attn::kDecodeDeepStages;
         p.splits = std::min(p.splits, attn::kDecodeMaxSplits);  // a cluster holds a row's splits
         const dim3 grid(p.splits, kv_heads, p.n);
-        if (p.splits > 1 && split_counters && p.n * kv_heads <= attn::kDecodeSplitCounters &&
-            static_cast<long>(grid.x) * grid.y * grid.z <= attn::decode_deep_blocks(device_sms()))
-          p.split_counters = split_counters;  // deep, without a cluster
-        if (decode_runs_deep<Slot, D>(p, grid)) {
-          if (p.split_counters) launch_decode_mma<Slot, D, attn::kDecodeDeepStages, true>(p, grid, s);
-          else launch_decode_mma<Slot, D, attn::kDecodeDeepStages>(p, grid, s);
-        }
+        const bool deep = decode_grid_runs_deep(grid);
+        // A deep grid with splits has at most half the SMs' blocks, so far fewer (row, kv head)
+        // pairs than counts; the bound keeps the counts' indices in range whatever the device.
+        if (deep && p.splits > 1 && split_counters && p.n * kv_heads <= attn::kDecodeSplitCounters) {
+          p.split_counters = split_counters;
+          launch_decode_mma<Slot, D, Deep, true>(p, grid, s);
+        } else if (deep && decode_clusters_fit_deep<Slot, D>(p, grid))
+          launch_decode_mma<Slot, D, Deep>(p, grid, s);
         else if (decode_fits_twice<Slot, D, attn::kDecodeStages>(p))
           launch_decode_mma<Slot, D, attn::kDecodeStages>(p, grid, s);
         else
@@ -1555,15 +1584,14 @@ bool launch_attention_d(attn::Params<Slot> p, int kv_heads, unsigned* split_coun
 
 /// out[r, h] = softmax over the keys mask allows at rows[r].pos of q.K / sqrt(d), times V;
 /// zero where it allows none. q, out: [n, heads * head_dim] device fp32; rows: [n] device.
-/// `workspace` holds attention_workspace_floats(...) floats when l.splits > 1 (its first
-/// 2 x attn::kDecodeSplitCounters zero before the first call, as in a new DeviceBuffer; calls
-/// leave them zero). With `out16`
+/// With splits (l.splits > 1), `workspace` must hold attention_workspace_floats(...) floats
+/// (AttentionWorkspace::reserve). With `out16`
 /// ([n, heads * head_dim] of the KV type), decode rows on tensor cores write their output
 /// there, rounded, instead of `out` (the o_proj GEMM's input without a rounding pass);
 /// returns whether they did (false: the output is in `out`).
 template <class Slot>
 bool attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows, const MaskSpec& mask, int heads,
-               MatrixView<float> out, const AttentionLaunch& l, float* workspace, cudaStream_t s,
+               MatrixView<float> out, const AttentionLaunch& l, AttentionWorkspace& workspace, cudaStream_t s,
                void* out16 = nullptr) {
   if (q.rows == 0) return false;
   if (heads % slot.kv_heads != 0)
@@ -1573,10 +1601,17 @@ bool attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows,
   if (group * l.rows_per_tile > attn::kMaxQueries)
     throw InvalidArgument("cuda attention: " + std::to_string(group) + " query heads per KV head x " +
                           std::to_string(l.rows_per_tile) + " rows exceeds " + std::to_string(attn::kMaxQueries));
-  // The workspace: the decode kernel's counts, then the split partials (attention_workspace_floats).
-  static_assert(sizeof(unsigned) == sizeof(float));
-  unsigned* split_counters = workspace && l.splits_through_memory ? reinterpret_cast<unsigned*>(workspace) : nullptr;
-  float* partials = workspace ? workspace + 2 * attn::kDecodeSplitCounters : nullptr;
+  if (l.splits < 1 || l.splits > attn::kMaxSplits)
+    throw InvalidArgument("cuda attention: splits = " + std::to_string(l.splits) + ", expected 1.." +
+                          std::to_string(attn::kMaxSplits));
+  if (l.splits > 1) {
+    const std::size_t need = attention_workspace_floats(q.rows, heads, slot.head_dim, l);
+    if (workspace.floats() < need)
+      throw InvalidArgument("cuda attention: the workspace holds " + std::to_string(workspace.floats()) +
+                            " floats, " + std::to_string(need) + " expected for " + std::to_string(q.rows) +
+                            " rows at " + std::to_string(l.splits) + " splits (AttentionWorkspace::reserve)");
+  }
+  float* partials = l.splits > 1 ? workspace.partials() : nullptr;
   attn::Params<Slot> p{q.data,
                        out.data,
                        rows,
@@ -1593,10 +1628,7 @@ bool attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows,
                        out16,
                        l.older_keys_settled,
                        nullptr};
-  if (l.splits > 1 && !workspace) throw InvalidArgument("cuda attention: split-KV needs a workspace");
-  if (l.splits < 1 || l.splits > attn::kMaxSplits)
-    throw InvalidArgument("cuda attention: splits = " + std::to_string(l.splits) + ", expected 1.." +
-                          std::to_string(attn::kMaxSplits));
+  unsigned* const split_counters = l.splits > 1 && l.splits_through_memory ? workspace.counters() : nullptr;
   if (mask.rope_theta_on_read > 0.0f) {
     auto rotated = [&](auto d) {
       constexpr int D = decltype(d)::value;

@@ -278,7 +278,7 @@ public:
     }
     key.push_back(reinterpret_cast<std::int64_t>(ctx_->arena.data()));
     key.push_back(reinterpret_cast<std::int64_t>(ctx_->attn_ws.data()));
-    key.push_back(static_cast<std::int64_t>(ctx_->attn_ws.size()));
+    key.push_back(static_cast<std::int64_t>(ctx_->attn_ws.floats()));
     key.push_back(reinterpret_cast<std::int64_t>(ctx_->gemm.activation_data()));
     key.push_back(reinterpret_cast<std::int64_t>(ctx_->gemm.packed_data()));
     key.push_back(ctx_->key_bucket);
@@ -307,11 +307,11 @@ private:
         plan_attention(q.rows, heads, slot.kv_heads, ctx_->prefill_rows, ctx_->num_sms, ctx_->key_bucket,
                        prefill_on_tensor_cores(slot, heads));
     const std::size_t ws = attention_workspace_floats(q.rows, heads, slot.head_dim, l);
-    if (ws > ctx_->attn_ws.size()) {
+    if (ws > ctx_->attn_ws.floats()) {
       if (ctx_->capturing) throw CudaError("cuda attention: workspace would grow during graph capture");
-      ctx_->attn_ws = DeviceBuffer<float>(ws);
+      ctx_->attn_ws.reserve(ws);
     }
-    return cuda::attention(q, slot, rows, mask, heads, out, l, ctx_->attn_ws.data(), stream(), out16);
+    return cuda::attention(q, slot, rows, mask, heads, out, l, ctx_->attn_ws, stream(), out16);
   }
   /// Room for a packed GEMM over x with `cols` outputs (and for x's 16-bit copy); outside capture only.
   void reserve_packed(MatrixView<const float> x, int cols) const {
@@ -352,7 +352,7 @@ private:
     DeviceBuffer<unsigned char> arena;
     std::vector<DeviceBuffer<unsigned char>> retired;
     std::size_t offset = 0;
-    DeviceBuffer<float> attn_ws;
+    AttentionWorkspace attn_ws;
     int num_sms = 1;
     bool prefill_rows = false;
     int key_bucket = 1 << 30;
