@@ -779,17 +779,18 @@ __device__ __forceinline__ void copy_consecutive_tile(const Slot& slot, int seq,
 
 /// The blocks of a row's splits wait here for each other, as at a cluster barrier, where they are not
 /// one cluster: counts[0] counts arrivals. Every block of such a grid is resident before the next
-/// kernel can start (each calls pdl::allow_next first), so the wait cannot starve.
+/// kernel can start (each calls pdl::allow_next first), so the wait cannot starve. A release
+/// arrival and acquire polls, which __syncthreads extends to the whole block, order the merge
+/// buffers' writes and reads; fences around a relaxed atomic (__threadfence, sequentially
+/// consistent) did the same 0.3-1.3% slower (docs/benchmarks-cuda.md Update 19).
 __device__ __forceinline__ void splits_barrier(unsigned* counts, unsigned splits) {
   __syncthreads();  // the block's merge writes precede its arrival
   if (threadIdx.x == 0) {
-    __threadfence();
-    atomicAdd(counts, 1u);
+    asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(counts) : "memory");
     unsigned arrived;
     do {
       asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(arrived) : "l"(counts) : "memory");
     } while (arrived < splits);
-    __threadfence();
   }
   __syncthreads();
 }
