@@ -12,7 +12,7 @@
 ///   `splits` ranges computed on the device from the row's position, so the
 ///   launch is independent of the context length (a CUDA Graph can replay it);
 ///   decode_kernel_mma merges the partials inside the row's thread-block
-///   cluster, the others through combine_kernel;
+///   cluster (long rows: through its workspace), the others through combine_kernel;
 /// - masks: the row's key spans come from the same policy structs as the CPU
 ///   (lckv/attention/mask.hpp), evaluated on the device per row;
 /// - decode rows (one per block) go to decode_kernel_mma (16-bit KV, head_dim
@@ -675,10 +675,10 @@ __device__ __forceinline__ void accumulate(float (&o)[D / 8][4], const float (&s
 ///   attention, docs/benchmarks-cuda.md Update 10);
 /// - long rows on grids of one block per SM (Params::split_counters, from
 ///   AttentionLaunch::splits_through_memory) do the same through the
-///   AttentionWorkspace:
-///   the merge buffers lie in global memory and a count of arrivals stands in
-///   for the cluster barrier (splits_barrier), which lets consecutive layers'
-///   grids overlap as clusters did not (docs/benchmarks-cuda.md Update 18).
+///   AttentionWorkspace: the merge buffers lie in global memory and a count of
+///   arrivals stands in for the cluster barrier (splits_barrier), which lets
+///   consecutive layers' grids overlap as clusters did not (docs/benchmarks-cuda.md
+///   Update 18).
 /// Q and P are rounded to the KV type for the products (as FlashAttention does);
 /// the softmax, its running max / sum and the accumulation are fp32.
 inline constexpr int kDecodeWarps = 4;
@@ -1431,7 +1431,10 @@ public:
   /// Room for at least `floats` (attention_workspace_floats); allocates, zeroed, only when it
   /// grows, so a workspace reserved before a graph capture allocates nothing inside it.
   void reserve(std::size_t floats) {
-    if (floats > buffer_.size()) buffer_ = DeviceBuffer<float>(floats);
+    if (floats <= buffer_.size()) return;
+    buffer_ = DeviceBuffer<float>(floats);
+    // Its zeroing went to the legacy stream: done before a launch on any stream, blocking or not.
+    LCKV_CUDA_CHECK(cudaStreamSynchronize(nullptr));
   }
   std::size_t floats() const { return buffer_.size(); }
   const void* data() const { return buffer_.data(); }
