@@ -29,8 +29,8 @@
 ///     memory (DSMEM, in rank order: deterministic) and runs the epilogue for them. No
 ///     partials in global memory, no counters, no second kernel. One cluster barrier
 ///     precedes the sums; the second (no block may leave while others read its shared
-///     memory) is arrived at after them and waited on at the end, so the epilogue runs in
-///     between. What the epilogue reads from global memory (the residual of y +=, RoPE's
+///     memory) is arrived at after them, relaxed, and waited on at the end, so the epilogue
+///     runs in between. What the epilogue reads from global memory (the residual of y +=, RoPE's
 ///     row positions) is fetched before the reduction, not after it.
 
 #include <cooperative_groups.h>
@@ -443,8 +443,11 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
     if constexpr (NORM)
       for (int n = n_begin + tid; n < n_end; n += kThreads) row_ss[n] = cluster_sum(cluster, row_ss + n, S);
     // Done with the other blocks' shared memory. The wait is at the end: the epilogue below reads only
-    // this block's rows, so it runs while the slower blocks finish their sums.
-    __cluster_barrier_arrive();
+    // this block's rows, so it runs while the slower blocks finish their sums. The arrival is relaxed:
+    // every remote value this thread loaded has been consumed by the sums above, so nothing is left
+    // to order before it, and a release arrival cost ~0.7 us per launch (a decode step 1-3.5%,
+    // docs/benchmarks-cuda.md Update 20).
+    __cluster_barrier_arrive_relaxed();
     __syncthreads();  // the sums are in
   }
   if constexpr (PLAIN) ptx::cp_async_wait<0>();  // the residual (a no-op without it)
