@@ -445,8 +445,8 @@ __global__ void __launch_bounds__(skinny::kThreads, 2) skinny_gemm(SkinnyArgs<W,
     // Done with the other blocks' shared memory. The wait is at the end: the epilogue below reads only
     // this block's rows, so it runs while the slower blocks finish their sums. The arrival is relaxed:
     // every remote value this thread loaded has been consumed by the sums above, so nothing is left
-    // to order before it, and a release arrival cost ~0.7 us per launch (a decode step 1-3.5%,
-    // docs/benchmarks-cuda.md Update 20).
+    // to order before it, and a release arrival cost ~0.7 us per launch (decode steps 1.3-3.6%,
+    // docs/benchmarks-cuda.md Update 21).
     __cluster_barrier_arrive_relaxed();
     __syncthreads();  // the sums are in
   }
