@@ -125,6 +125,8 @@ bool planned_merge_through_memory(int rows, int max_keys);
 /// The error of cuda::attention over `rows` decode rows at `splits` splits with an empty
 /// workspace (host code: it throws before any launch); empty if it did not throw.
 std::string attention_without_workspace(int rows, int splits);
+/// AttentionWorkspace::partial_floats() after reserve(reserved), or 0 where partials() is null.
+std::size_t workspace_partial_floats(std::size_t reserved);
 /// Whether that plan lets decode blocks copy keys before the previous kernel ends.
 bool planned_early_copies(int rows, bool prefill_rows);
 /// The cache contents (K then V, [seq][pos][kv_head][dim]) after store_kv of every

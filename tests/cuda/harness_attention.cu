@@ -71,6 +71,12 @@ std::string attention_without_workspace(int rows, int splits) {
   return {};
 }
 
+std::size_t workspace_partial_floats(std::size_t reserved) {
+  cuda::AttentionWorkspace ws;
+  ws.reserve(reserved);
+  return ws.partials() ? ws.partial_floats() : 0;
+}
+
 bool planned_early_copies(int rows, bool prefill_rows) {
   return cuda::plan_attention(rows, 32, 4, prefill_rows, 132).older_keys_settled;
 }

@@ -701,6 +701,10 @@ TEST_CASE("attention split plan: decode fills the SMs, or half of them for long 
 }
 
 TEST_CASE("attention vs CPU: masks x layouts x dtypes x tilings" * doctest::skip(!gpu())) {
+  // The workspace's partials start after its 2 x 256 counts: one reserved below that holds none
+  // (not a size that wraps around), and one above it holds the rest.
+  CHECK(cudatest::workspace_partial_floats(10) == 0);
+  CHECK(cudatest::workspace_partial_floats(512 + 7) == 7);
   // The last two: StreamingLLM, q and K unrotated, rotated on read by cache position.
   const std::vector<MaskSpec> masks{{false, 0, 0}, {true, 0, 0},     {false, 7, 0},          {true, 7, 0},
                                     {false, 9, 3}, {true, 9, 3},     {false, 9, 3, 10000.0f}, {true, 9, 3, 10000.0f}};

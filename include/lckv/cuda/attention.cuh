@@ -1438,13 +1438,15 @@ public:
   }
   std::size_t floats() const { return buffer_.size(); }
   const void* data() const { return buffer_.data(); }
-  /// [2 x attn::kDecodeSplitCounters]: a count of arrivals and one of departures per (row, kv head).
+  /// [kCounterFloats]: a count of arrivals and one of departures per (row, kv head).
   unsigned* counters() { return buffer_.size() ? reinterpret_cast<unsigned*>(buffer_.data()) : nullptr; }
-  /// [floats() - 2 x attn::kDecodeSplitCounters]: written by every launch before it is read (tests poison it).
-  float* partials() { return buffer_.size() ? buffer_.data() + 2 * attn::kDecodeSplitCounters : nullptr; }
-  std::size_t partial_floats() const { return buffer_.size() ? buffer_.size() - 2 * attn::kDecodeSplitCounters : 0; }
+  /// [partial_floats()] after the counts: written by every launch before it is read (tests poison
+  /// it). None while the workspace holds no more than the counts (a reserve below any plan's size).
+  float* partials() { return partial_floats() ? buffer_.data() + kCounterFloats : nullptr; }
+  std::size_t partial_floats() const { return buffer_.size() > kCounterFloats ? buffer_.size() - kCounterFloats : 0; }
 
 private:
+  static constexpr std::size_t kCounterFloats = 2 * attn::kDecodeSplitCounters;
   static_assert(sizeof(unsigned) == sizeof(float));
   DeviceBuffer<float> buffer_;
 };
