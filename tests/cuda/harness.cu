@@ -275,6 +275,21 @@ std::vector<float> gate_up_swiglu_tc(const std::vector<float>& x, int rows, int 
   });
 }
 
+int graph_eager_runs_after_a_throw() {
+  cuda::StepGraphs graphs;
+  const cuda::StepGraphs::Key key{1, 2, 3};
+  int eager = 0;
+  try {
+    graphs.run(key, nullptr, [&](bool capturing) {
+      eager += capturing ? 0 : 1;
+      throw InvalidArgument("the first run fails");
+    });
+  } catch (const InvalidArgument&) {
+  }
+  graphs.run(key, nullptr, [&](bool capturing) { eager += capturing ? 0 : 1; });
+  return eager;
+}
+
 int skinny_splits(int blocks, int ktiles, int num_sms, int forced) {
   return cuda::skinny_splits(blocks, ktiles, cuda::SkinnyOptions{num_sms, forced});
 }

@@ -57,6 +57,9 @@ std::vector<float> linear_tc(const std::vector<float>& x, int rows, int in, cons
 std::vector<float> gate_up_swiglu_tc(const std::vector<float>& x, int rows, int in, const std::vector<float>& wg,
                                      const std::vector<float>& wu, int out, DType wt, int splits = 0,
                                      int group_rows = 0);
+/// cuda::StepGraphs: how often one key's step ran eagerly over two runs, the first of which threw
+/// (host code: an eager run makes no CUDA call; a capture would).
+int graph_eager_runs_after_a_throw();
 /// The skinny GEMM's split-K cluster size (cuda::skinny_splits; host code: runs without a device).
 int skinny_splits(int blocks, int ktiles, int num_sms, int forced);
 /// The skinny GEMM's rows per block for `rows` rows, `forced` as SkinnyOptions::group_rows.

@@ -442,6 +442,11 @@ TEST_CASE("mlp (RMSNorm, gate/up, SwiGLU, down + residual; packed gate/up as one
   }
 }
 
+// Host code only: runs in CI without a device.
+TEST_CASE("a step whose first run throws runs eagerly again (its allocations may not have happened)") {
+  CHECK(cudatest::graph_eager_runs_after_a_throw() == 2);
+}
+
 // Host code only. TinyLlama's launches at 32 rows (32-row blocks) on an H100's 132 SMs: (tiles,
 // k-tiles) q / k / v (20, 32), o_proj (16, 32), gate / up (88, 32), down (16, 88), lm_head (250, 32).
 TEST_CASE("skinny launch plan: split-K fills the SMs (at most 8; forced sizes clamped); 16- or 32-row blocks") {

@@ -4,7 +4,8 @@
 /// holds everything its launches depend on (shapes, buffer addresses); the
 /// first time a key is seen the step runs eagerly (allocations happen then),
 /// the second time it is captured into a CUDA Graph and launched, and from
-/// then on only the graph is launched. Data that changes between steps
+/// then on only the graph is launched. A first run that throws does not count:
+/// its allocations may not have happened, so the next run is eager again. Data that changes between steps
 /// (tokens, positions) must live in device buffers the graph reads, at fixed
 /// addresses.
 
@@ -32,8 +33,8 @@ public:
   void run(const Key& key, cudaStream_t stream, F&& f) {
     auto it = entries_.find(key);
     if (it == entries_.end()) {
-      entries_.emplace(key, Entry{});
       f(false);
+      entries_.emplace(key, Entry{});
       return;
     }
     Entry& e = it->second;
