@@ -459,6 +459,7 @@ TEST_CASE("skinny launch plan: split-K fills the SMs (at most 8; forced sizes cl
   CHECK(cudatest::skinny_splits(20, 3, sms, 0) == 3);   // each split keeps a k-tile
   CHECK(cudatest::skinny_splits(20, 32, sms, 17) == 16);  // forced: at most the largest cluster
   CHECK(cudatest::skinny_splits(20, 2, sms, 5) == 2);
+  CHECK(cudatest::skinny_splits(0, 32, sms, 0) == 1);  // no tiles (y without columns): nothing to split
   for (int blocks = 1; blocks <= 300; ++blocks) {
     CAPTURE(blocks);
     const int s = cudatest::skinny_splits(blocks, 32, sms, 0);
@@ -537,6 +538,8 @@ TEST_CASE("skinny tensor-core GEMM (1-64 rows, 16- and 32-row blocks, cluster sp
       const auto W12 = rounded(t, randn(static_cast<std::size_t>(64) * 12, rng, 0.05f));
       const auto x12 = randn(static_cast<std::size_t>(9) * 12, rng);
       CHECK_THROWS_WITH(cudatest::linear_tc(x12, 9, 12, W12, 64, t, nullptr), doctest::Contains("in 12"));
+      // y without columns: nothing to compute, and no launch (its split plan had divided by zero).
+      CHECK(cudatest::linear_tc(randn(static_cast<std::size_t>(9) * 64, rng), 9, 64, {}, 0, t, nullptr).empty());
     }
     const int glu_shapes[][2] = {{5632, 2048}, {1000, 520}, {4005, 136}, {3, 64}};
     for (const auto& sh : glu_shapes) {
@@ -681,6 +684,13 @@ TEST_CASE("attention split plan: decode fills the SMs, or half of them for long 
   CHECK_FALSE(cudatest::planned_merge_through_memory(1, 65536)); // batch 1: the cluster
   CHECK_FALSE(cudatest::planned_merge_through_memory(8, 65536)); // 2 splits: the cluster
   CHECK_FALSE(cudatest::planned_merge_through_memory(4, 4096));  // short rows fill both block slots
+  // No rows: the default plan (nothing is launched). Head counts that do not form GQA groups are
+  // an error naming both, not a division by zero.
+  CHECK(cudatest::planned_splits(0, heads, kv_heads, false, sms, 2048) == 1);
+  CHECK(cudatest::planned_splits(0, heads, kv_heads, true, sms, 2048) == 1);
+  CHECK_THROWS_WITH(cudatest::planned_splits(10, 4, 8, true, sms, 2048),
+                    doctest::Contains("heads = 4 is not a positive multiple of kv_heads = 8"));
+  CHECK_THROWS_WITH(cudatest::planned_splits(1, 4, 0, false, sms, 2048), doctest::Contains("kv_heads = 0"));
   // A workspace smaller than the plan needs is an error naming both sizes, not an overrun.
   const std::string err = cudatest::attention_without_workspace(2, 4);
   CHECK(err.find("the workspace holds 0 floats") != std::string::npos);

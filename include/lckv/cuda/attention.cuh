@@ -1339,6 +1339,13 @@ struct AttentionLaunch {
   bool splits_through_memory = false;
 };
 
+/// Throws InvalidArgument unless `kv_heads` >= 1 divides `heads` >= 1 (a GQA group per KV head).
+inline void check_heads(int heads, int kv_heads) {
+  if (heads < 1 || kv_heads < 1 || heads % kv_heads != 0)
+    throw InvalidArgument("cuda attention: heads = " + std::to_string(heads) + " is not a positive multiple of kv_heads = " +
+                          std::to_string(kv_heads));
+}
+
 /// Whether prefill tiles over `slot` with `heads` query heads run on tensor cores
 /// (prefill_kernel_mma): 16-bit KV, head_dim 64 or 128, a GQA group dividing 16.
 template <class Slot>
@@ -1366,10 +1373,14 @@ bool prefill_on_tensor_cores(const Slot& slot, int heads) {
 ///   slots evenly (>= 90% of the last wave busy), since every split of a row
 ///   costs the same.
 /// `max_keys` (a bound on any row's key count, e.g. a power of two above the
-/// longest position) keeps at least two key tiles per split.
+/// longest position) keeps at least two key tiles per split. No rows: the default plan
+/// (cuda::attention launches nothing). Throws InvalidArgument unless kv_heads >= 1 divides
+/// heads >= 1.
 inline AttentionLaunch plan_attention(int n, int heads, int kv_heads, bool prefill_rows, int num_sms,
                                       int max_keys = 1 << 30, bool prefill_mma = false) {
   AttentionLaunch l;
+  check_heads(heads, kv_heads);
+  if (n <= 0) return l;
   const int group = heads / kv_heads;
   l.rows_per_tile = prefill_rows ? std::max(1, attn::kMaxQueries / group) : 1;
   l.older_keys_settled = !prefill_rows;
@@ -1600,9 +1611,7 @@ bool attention(MatrixView<const float> q, const Slot& slot, const RowInfo* rows,
                MatrixView<float> out, const AttentionLaunch& l, AttentionWorkspace& workspace, cudaStream_t s,
                void* out16 = nullptr) {
   if (q.rows == 0) return false;
-  if (heads % slot.kv_heads != 0)
-    throw InvalidArgument("cuda attention: heads = " + std::to_string(heads) + " is not a multiple of kv_heads = " +
-                          std::to_string(slot.kv_heads));
+  check_heads(heads, slot.kv_heads);
   const int group = heads / slot.kv_heads;
   if (group * l.rows_per_tile > attn::kMaxQueries)
     throw InvalidArgument("cuda attention: " + std::to_string(group) + " query heads per KV head x " +

@@ -78,6 +78,7 @@ struct SkinnyOptions {
 /// it so that the grid stays within one block per SM, 120 rather than 140 blocks for q / k / v
 /// at 32 rows, made the step 2-3% slower.)
 inline int skinny_splits(int blocks, int ktiles, const SkinnyOptions& options) {
+  if (blocks < 1) return 1;  // nothing to launch
   if (options.splits > 0) return std::max(1, std::min({options.splits, ktiles, kMaxClusterBlocks}));
   const int splits = std::min(kSkinnyMaxSplits, (options.num_sms + blocks - 1) / blocks);
   return std::max(1, std::min(splits, ktiles));
@@ -524,6 +525,7 @@ void skinny_gemm(const X* x, int rows, int in, LinearTargets<W> targets, bool ac
     tiles += (targets.out[s] + ty - 1) / ty;
     targets.tile_end[s] = tiles;
   }
+  if (tiles == 0) return;  // y has no columns
   const int ktiles = (in + kernels::skinny::kTileK - 1) / kernels::skinny::kTileK;
   const int group_rows = skinny_group_rows(rows, options);
   const int groups = (rows + group_rows - 1) / group_rows;
