@@ -270,7 +270,9 @@ public:
     struct Timed {
       Context* c;
       cudaStream_t s;
-      ~Timed() { cudaEventRecord(c->step_end.get(), s); }
+      ~Timed() {
+        if (cudaEventRecord(c->step_end.get(), s) != cudaSuccess) (void)cudaGetLastError();  // no throw here
+      }
     } timed{ctx_.get(), stream()};
     if (!capturable || !ctx_->options.graphs) {
       compute();
@@ -326,7 +328,7 @@ private:
       const std::size_t at = (offset + 255) / 256 * 256;
       if (at + bytes > arena.size()) {
         // Earlier stages of this run still point into the old arena: keep it until the run ends.
-        retired.push_back(std::move(arena));
+        if (arena.size()) retired.push_back(std::move(arena));
         arena = DeviceBuffer<unsigned char>(std::max<std::size_t>(2 * (at + bytes), 1u << 16));
         offset = 0;
         return stage_bytes(host, bytes);
@@ -335,12 +337,11 @@ private:
       offset = at + bytes;
       return arena.data() + at;
     }
-    void end_run() {
+    /// Runs from a destructor, so it must not throw: a failed wait (a device fault, which every
+    /// later checked call reports) keeps the retired arenas, whose stages may still be read.
+    void end_run() noexcept {
       offset = 0;
-      if (!retired.empty()) {
-        stream.synchronize();
-        retired.clear();
-      }
+      if (!retired.empty() && cudaStreamSynchronize(stream.get()) == cudaSuccess) retired.clear();
     }
 
     CudaBackendOptions options;
