@@ -288,6 +288,7 @@ public:
     key.push_back(ctx_->gemm.skinny_rows());
     key.push_back(ctx_->gemm.template gemv_rows<W>());
     key.push_back(ctx_->gemm.skinny_group_rows());
+    key.push_back(ctx_->gemm.forced_skinny_splits());
     key.push_back(overlapped_launches() ? 1 : 0);
     ctx_->graphs.run(key, stream(), [&](bool capturing) {
       ctx_->capturing = capturing;

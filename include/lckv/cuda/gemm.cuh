@@ -101,6 +101,7 @@ public:
   int skinny_rows() const { return skinny_on_ ? skinny_rows_ * 256 + skinny_fused_rows_ : 0; }
   /// Benchmarks: force the skinny GEMM's split-K cluster size (0: its own choice).
   void set_skinny_splits(int splits) { skinny_.splits = splits; }
+  int forced_skinny_splits() const { return skinny_.splits; }
   /// Benchmarks: force the skinny GEMM's rows per block, 16 or 32 (0: its own choice); throws
   /// InvalidArgument for other values.
   void set_skinny_group_rows(int rows) {

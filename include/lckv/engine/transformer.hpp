@@ -305,11 +305,20 @@ private:
     }
   }
 
-  /// Shapes, scratch generation, cache identity and every slot view of a run.
+  /// Shapes, cache identity, every slot view, the scratch buffers and the weights of a run: a
+  /// recorded step replays all of these pointers, and copies of a backend share its recordings.
   std::vector<std::int64_t> step_key(int n, int m, int passes, const Cache& cache) const {
     using Slot = typename Cache::Slot;
     static_assert(std::is_trivially_copyable_v<Slot>);
     std::vector<std::int64_t> key{n, m, passes, scratch_rows_, reinterpret_cast<std::int64_t>(&cache)};
+    push_addresses(key, x_.data(), x_in_.data(), xn_.data(), q_.data(), attn_.data(), k_.data(), v_.data(), gate_.data(),
+                   up_.data(), logits_.data());
+    push_addresses(key, weights_.embed_tokens, weights_.norm, weights_.lm_head);
+    for (std::size_t l = 0; l < weights_.layers.size(); ++l) {
+      const auto& w = weights_.layers[l];
+      push_addresses(key, w.q_proj, w.k_proj, w.v_proj, w.o_proj, w.gate_proj, w.up_proj, w.down_proj, w.input_layernorm,
+                     w.post_attention_layernorm);
+    }
     for (int s = 0; s < cache.num_slots(); ++s) {
       const Slot slot = cache.slot(s);
       std::int64_t words[(sizeof(Slot) + 7) / 8] = {};
@@ -317,6 +326,11 @@ private:
       key.insert(key.end(), std::begin(words), std::end(words));
     }
     return key;
+  }
+
+  template <class... T>
+  static void push_addresses(std::vector<std::int64_t>& key, const T*... p) {
+    (key.push_back(reinterpret_cast<std::int64_t>(p)), ...);
   }
 
   /// Layers [begin, end) over all rows; each KV layer writes its new KV before
