@@ -14,6 +14,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <limits>
 #include <string>
 #include <utility>
 
@@ -48,6 +49,13 @@ inline int device_sms() {
   return sms;
 }
 
+/// "F bytes free of T" for the current device, for out-of-memory messages.
+inline std::string device_memory_free() {
+  std::size_t free_b = 0, total_b = 0;
+  if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) (void)cudaGetLastError();  // then "0 bytes free"
+  return std::to_string(free_b) + " bytes free of " + std::to_string(total_b);
+}
+
 /// `bytes` of device memory, or OutOfDeviceMemory / CudaError.
 inline void* device_malloc(std::size_t bytes) {
   if (bytes == 0) return nullptr;
@@ -55,10 +63,8 @@ inline void* device_malloc(std::size_t bytes) {
   const cudaError_t e = cudaMalloc(&p, bytes);
   if (e == cudaErrorMemoryAllocation) {
     cudaGetLastError();  // not sticky: clear it so later calls see success
-    std::size_t free_b = 0, total_b = 0;
-    cudaMemGetInfo(&free_b, &total_b);
     throw OutOfDeviceMemory("cudaMalloc: out of device memory: asked for " + std::to_string(bytes) + " bytes, " +
-                            std::to_string(free_b) + " bytes free of " + std::to_string(total_b));
+                            device_memory_free());
   }
   LCKV_CUDA_CHECK(e);
   return p;
@@ -70,9 +76,16 @@ class DeviceBuffer {
 public:
   DeviceBuffer() = default;
   explicit DeviceBuffer(std::size_t n) : size_(n) {
+    if (n > std::numeric_limits<std::size_t>::max() / sizeof(T))
+      throw OutOfDeviceMemory("device buffer: " + std::to_string(n) + " elements of " + std::to_string(sizeof(T)) +
+                              " bytes overflow a byte count");
     data_ = static_cast<T*>(device_malloc(n * sizeof(T)));
     // Legacy-stream memset: ordered before work on the backend's (blocking) stream.
-    if (n) LCKV_CUDA_CHECK(cudaMemset(data_, 0, n * sizeof(T)));
+    const cudaError_t e = n ? cudaMemset(data_, 0, n * sizeof(T)) : cudaSuccess;
+    if (e != cudaSuccess) {
+      cudaFree(data_);  // the destructor does not run for a constructor that throws
+      LCKV_CUDA_CHECK(e);
+    }
   }
   DeviceBuffer(DeviceBuffer&& o) noexcept : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
   DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {

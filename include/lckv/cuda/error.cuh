@@ -45,6 +45,7 @@ inline std::string where(const char* file, int line) { return std::string(file) 
 
 inline void check(cudaError_t e, const char* call, const char* file, int line) {
   if (e == cudaSuccess) return;
+  (void)cudaGetLastError();  // a non-sticky error must not be blamed on a later launch check
   throw CudaError(std::string(call) + " failed: " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ") at " +
                   where(file, line));
 }

@@ -55,10 +55,18 @@ public:
 
   explicit Gemm(cudaStream_t stream, std::size_t workspace_bytes = 32u << 20)
       : num_sms_(device_sms()), stream_(stream), workspace_(workspace_bytes), skinny_{num_sms_, 0} {
-    LCKV_CUBLAS_CHECK(cublasCreate(&handle_));
-    LCKV_CUBLAS_CHECK(cublasSetStream(handle_, stream));
-    LCKV_CUBLAS_CHECK(cublasSetWorkspace(handle_, workspace_.data(), workspace_.bytes()));
-    LCKV_CUBLAS_CHECK(cublasSetMathMode(handle_, CUBLAS_DEFAULT_MATH));
+    const cublasStatus_t created = cublasCreate(&handle_);
+    if (created == CUBLAS_STATUS_ALLOC_FAILED)
+      throw OutOfDeviceMemory("cublasCreate: out of device memory, " + device_memory_free());
+    LCKV_CUBLAS_CHECK(created);
+    try {
+      LCKV_CUBLAS_CHECK(cublasSetStream(handle_, stream));
+      LCKV_CUBLAS_CHECK(cublasSetWorkspace(handle_, workspace_.data(), workspace_.bytes()));
+      LCKV_CUBLAS_CHECK(cublasSetMathMode(handle_, CUBLAS_DEFAULT_MATH));
+    } catch (...) {
+      cublasDestroy(handle_);  // the destructor does not run for a constructor that throws
+      throw;
+    }
   }
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;

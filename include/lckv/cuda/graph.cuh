@@ -44,7 +44,8 @@ public:
       try {
         f(true);
       } catch (...) {
-        cudaStreamEndCapture(stream, &graph);
+        // Ends the (possibly invalidated) capture; its own error is not the one being reported.
+        if (cudaStreamEndCapture(stream, &graph) != cudaSuccess) (void)cudaGetLastError();
         if (graph) cudaGraphDestroy(graph);
         throw;
       }
