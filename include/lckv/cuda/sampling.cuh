@@ -449,6 +449,10 @@ private:
   void sort_and_sample(MatrixView<const float> logits, cudaStream_t s) {
     const int rows = logits.rows, vocab = logits.cols;
     const std::size_t n = static_cast<std::size_t>(rows) * vocab;
+    // CUB's segmented sort takes int offsets and counts.
+    if (n > static_cast<std::size_t>(INT_MAX))
+      throw InvalidArgument("sampling: sorting " + std::to_string(rows) + " rows x vocab " + std::to_string(vocab) +
+                            " exceeds 2^31 - 1 logits; sample fewer rows per call");
     grow(keys_, n);
     grow(idx_in_, n);
     grow(idx_out_, n);
