@@ -100,7 +100,7 @@ struct CompareCommand {
       return row;
     }
 #endif
-    const int max_length = prompt_len + std::max(gen, check_tokens) + 1;
+    const int max_length = prompt_len + gen + 1;  // the agreement check replays at most `gen` generated tokens
     const CacheGeometry g = CacheGeometry::of(config);
     Row row;
     if (cache == "contiguous") {
@@ -188,8 +188,8 @@ void add_compare_command(CLI::App& app) {
   cmd->add_option("--prompt-len", o.prompt_len, "prompt tokens per sequence")->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--gen", o.gen, "tokens generated per sequence")->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--window", o.window, "sliding window of YOCO's lower layers")->check(CLI::PositiveNumber);
-  cmd->add_option("--check-tokens", o.check_tokens, "generated tokens included in the agreement check")
-      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--check-tokens", o.check_tokens, "generated tokens included in the agreement check (at most --gen)")
+      ->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--seed", o.seed, "weights and prompts seed");
   cmd->add_flag("--json", o.json, "machine-readable output");
   cmd->callback([state] { state->run(); });

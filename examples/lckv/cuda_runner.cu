@@ -78,7 +78,7 @@ CudaCompareRow cuda_compare(const std::string& variant, const ModelConfig& confi
   return with_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
     cuda::DeviceWeights<T> dev(weights);
-    const int max_length = prompt_len + std::max(gen, check_tokens) + 1;
+    const int max_length = prompt_len + gen + 1;  // the agreement check replays at most `gen` generated tokens
     const CacheGeometry g = CacheGeometry::of(config, sizeof(T));
     CudaCompareRow row;
     if (cache == "contiguous") {
