@@ -47,8 +47,8 @@ public:
   /// Most rows the skinny GEMM takes here: for plain projections (o_proj, down, 16-bit or fp32 x)
   /// and for the fused launches (RMSNorm + q / k / v + RoPE, RMSNorm + gate / up + SwiGLU). Up to
   /// these bounds it beat cuBLAS inside the TinyLlama decode step; above them cuBLAS is faster
-  /// (H100, docs/benchmarks-cuda.md: at 64 rows by 6%). Two bounds so that benchmarks can move
-  /// them apart (set_skinny_rows).
+  /// or level (H100, docs/benchmarks-cuda.md Update 22: 1-5% at 64 rows, 28% at 128; 64-row
+  /// blocks only drew level). Two bounds so that benchmarks can move them apart (set_skinny_rows).
   static constexpr int kSkinnyRows = 32;
   static constexpr int kSkinnyFusedRows = 32;
   static constexpr int kPackedRows = 256;  ///< packs() bound: decode batches, not prefill
