@@ -342,7 +342,9 @@ private:
     /// later checked call reports) keeps the retired arenas, whose stages may still be read.
     void end_run() noexcept {
       offset = 0;
-      if (!retired.empty() && cudaStreamSynchronize(stream.get()) == cudaSuccess) retired.clear();
+      if (retired.empty()) return;
+      if (cudaStreamSynchronize(stream.get()) == cudaSuccess) retired.clear();
+      else (void)cudaGetLastError();  // not to be blamed on a later launch check
     }
 
     CudaBackendOptions options;

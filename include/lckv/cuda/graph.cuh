@@ -5,9 +5,9 @@
 /// first time a key is seen the step runs eagerly (allocations happen then),
 /// the second time it is captured into a CUDA Graph and launched, and from
 /// then on only the graph is launched. A first run that throws does not count:
-/// its allocations may not have happened, so the next run is eager again. Data that changes between steps
-/// (tokens, positions) must live in device buffers the graph reads, at fixed
-/// addresses.
+/// its allocations may not have happened, so the next run is eager again. Data
+/// that changes between steps (tokens, positions) must live in device buffers
+/// the graph reads, at fixed addresses.
 
 #include <cuda_runtime.h>
 
