@@ -359,6 +359,38 @@ std::vector<int> sample(const std::vector<float>& logits, int rows, int vocab, c
   return tokens;
 }
 
+bool last_error_clear_after_a_failed_call() {
+  try {
+    int x = 0;
+    LCKV_CUDA_CHECK(cudaMemcpy(&x, reinterpret_cast<const void*>(std::uintptr_t{16}), sizeof x, cudaMemcpyDeviceToHost));
+  } catch (const cuda::CudaError&) {
+  }
+  return cudaPeekAtLastError() == cudaSuccess;
+}
+
+std::string device_buffer_error(std::size_t n) {
+  try {
+    cuda::DeviceBuffer<float> b(n);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+std::string sort_too_many_logits(int rows, int vocab) {
+  cuda::DeviceBuffer<float> tiny(64);
+  cuda::Sampler sampler;
+  sampler.set_sort_rows(true);
+  const std::vector<SamplingParams> each(static_cast<std::size_t>(rows), SamplingParams{0.8f, 0, 0.9f});
+  const std::vector<double> u(static_cast<std::size_t>(rows), 0.5);
+  try {
+    sampler.sample(MatrixView<const float>{tiny.data(), rows, vocab}, std::span<const SamplingParams>(each), u, nullptr);
+  } catch (const InvalidArgument& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
 std::string provoke_cuda_error() {
   try {
     int x = 0;

@@ -5,6 +5,7 @@
 /// implements them with lckv/cuda. Every op's device output is poisoned (NaN
 /// bytes) before the op runs, so an element it fails to write fails the test.
 
+#include <cstddef>
 #include <memory>
 #include <span>
 #include <string>
@@ -146,6 +147,13 @@ std::vector<int> sample(const std::vector<float>& logits, int rows, int vocab, c
 
 /// Throws the CudaError of a bad cudaMemcpy and returns its message.
 std::string provoke_cuda_error();
+/// Whether the runtime's last error is clear after a checked call failed and was caught.
+bool last_error_clear_after_a_failed_call();
+/// The error of a DeviceBuffer of `n` floats (host code when the byte count overflows), or "no error".
+std::string device_buffer_error(std::size_t n);
+/// The error of Sampler::sample with every one of `rows` x `vocab` rows sent to the full sort, the
+/// logits a view of a small buffer (the refusal comes before any kernel reads them), or "no error".
+std::string sort_too_many_logits(int rows, int vocab);
 
 /// A Transformer on the GPU over a cache of `layout` with poisoned (NaN) initial
 /// scratch and cache memory.

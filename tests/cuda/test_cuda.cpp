@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -107,6 +108,14 @@ TEST_CASE("error messages name the call and the error" * doctest::skip(!gpu())) 
   const std::string msg = cudatest::provoke_cuda_error();
   CHECK(msg.find("cudaMemcpy") != std::string::npos);
   CHECK(msg.find("failed") != std::string::npos);
+  // A caught failure leaves nothing for a later launch check to report as its own.
+  CHECK(cudatest::last_error_clear_after_a_failed_call());
+}
+
+// Host code only: the byte count is checked before any CUDA call.
+TEST_CASE("a device buffer whose byte count overflows is refused before allocating") {
+  const std::string msg = cudatest::device_buffer_error(std::numeric_limits<std::size_t>::max() / 2);
+  CHECK(msg.find("overflow a byte count") != std::string::npos);
 }
 
 TEST_CASE("embed, rmsnorm, linear vs CPU" * doctest::skip(!gpu())) {
@@ -924,6 +933,10 @@ TEST_CASE("sampling: a language model's vocabulary through the histogram; crowde
         [&](const std::vector<double>& u) { return cudatest::sample(logits, rows, vocab, params, u, false, &sorted); },
         params);
     CHECK(sorted == 3);
+  }
+  SUBCASE("more logits than the sort's int offsets hold: an error naming rows and vocabulary") {
+    const std::string msg = cudatest::sort_too_many_logits(16800, 128000);  // 2.15e9 logits
+    CHECK(msg.find("sorting 16800 rows x vocab 128000 exceeds 2^31 - 1 logits") != std::string::npos);
   }
 }
 
