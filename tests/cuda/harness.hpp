@@ -145,10 +145,11 @@ std::vector<int> sample(const std::vector<float>& logits, int rows, int vocab, c
 std::vector<int> sample(const std::vector<float>& logits, int rows, int vocab, const std::vector<SamplingParams>& each,
                         const std::vector<double>& u, bool sort_rows = false, int* sorted_rows = nullptr);
 
-/// Throws the CudaError of a bad cudaMemcpy and returns its message.
+/// Throws the CudaError of a bad cudaMemcpy and returns its message; the last error is left as
+/// the check leaves it.
 std::string provoke_cuda_error();
-/// Whether the runtime's last error is clear after a checked call failed and was caught.
-bool last_error_clear_after_a_failed_call();
+/// Whether the runtime's last error is clear (cudaPeekAtLastError).
+bool last_error_clear();
 /// The error of a DeviceBuffer of `n` floats (host code when the byte count overflows), or "no error".
 std::string device_buffer_error(std::size_t n);
 /// The error of Sampler::sample with every one of `rows` x `vocab` rows sent to the full sort, the

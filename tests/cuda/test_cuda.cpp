@@ -108,8 +108,8 @@ TEST_CASE("error messages name the call and the error" * doctest::skip(!gpu())) 
   const std::string msg = cudatest::provoke_cuda_error();
   CHECK(msg.find("cudaMemcpy") != std::string::npos);
   CHECK(msg.find("failed") != std::string::npos);
-  // A caught failure leaves nothing for a later launch check to report as its own.
-  CHECK(cudatest::last_error_clear_after_a_failed_call());
+  // The caught failure left nothing for a later launch check to report as its own.
+  CHECK(cudatest::last_error_clear());
 }
 
 // Host code only: the byte count is checked before any CUDA call.

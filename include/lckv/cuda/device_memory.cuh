@@ -83,7 +83,7 @@ public:
     // Legacy-stream memset: ordered before work on the backend's (blocking) stream.
     const cudaError_t e = n ? cudaMemset(data_, 0, n * sizeof(T)) : cudaSuccess;
     if (e != cudaSuccess) {
-      cudaFree(data_);  // the destructor does not run for a constructor that throws
+      reset();  // the destructor does not run for a constructor that throws
       LCKV_CUDA_CHECK(e);
     }
   }
